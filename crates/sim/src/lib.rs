@@ -1,0 +1,1 @@
+//! Flotilla cluster simulator (being written).
