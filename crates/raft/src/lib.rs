@@ -14,5 +14,5 @@ pub use confchange::ConfigChangeError;
 pub use config::{Config, ConfigError, ProposeError, ReadIndexError, ReadMode, TransferError};
 pub use node::{Counters, Node, ProgressStatus, Ready, SoftState, Status};
 pub use progress::ReplicationState;
-pub use storage::{LogStorage, MemoryStorage, StorageError};
+pub use storage::{bootstrap_snapshot, LogStorage, MemoryStorage, StorageError};
 pub use types::*;

@@ -79,7 +79,7 @@ pub struct Counters {
     pub stale_responses: u64,
     /// A second vote reply from the same node in one election.
     pub duplicate_votes: u64,
-    /// Snapshots older than the log or not naming this node.
+    /// Snapshots at or below the commit index.
     pub rejected_snapshots: u64,
     /// Vote requests ignored because this node heard from a leader within the lease.
     pub votes_ignored_in_lease: u64,
@@ -453,7 +453,8 @@ impl<S: LogStorage> Node<S> {
             progress.next_index = next_index;
             progress.become_probe();
             progress.next_index = next_index;
-            progress.recent_active = true;
+            // Only answers heard in this term count for check-quorum.
+            progress.recent_active = id == self.id;
             progress.read_round_acknowledged = 0;
             progress.commit_sent = 0;
             if id == self.id {
@@ -834,11 +835,8 @@ impl<S: LogStorage> Node<S> {
             self.send_append_response(from, AppendOutcome::Accepted { match_index });
             return;
         }
-        if !snapshot.meta.config.all_nodes().contains(&self.id) {
-            // A snapshot of a configuration we are not in cannot be ours to install.
-            self.counters.rejected_snapshots += 1;
-            return;
-        }
+        // The snapshot's configuration need not name this node: a node being added receives
+        // an older snapshot and then the entries that add it.
         if self.log.matches_term(index, term) {
             // We hold the entry already: the snapshot only tells us it is committed.
             self.log.commit_to(index);
@@ -888,8 +886,13 @@ impl<S: LogStorage> Node<S> {
                 let was_paused = progress.is_paused();
                 let equal_probe =
                     progress.state == ReplicationState::Probe && progress.match_index == match_index;
+                let previous_match = progress.match_index;
                 if !progress.maybe_update(match_index) && !equal_probe {
-                    self.counters.stale_responses += 1;
+                    // An answer to a commit-only message repeats the match index; only an
+                    // older one is stale.
+                    if match_index < previous_match {
+                        self.counters.stale_responses += 1;
+                    }
                     return;
                 }
                 match progress.state {

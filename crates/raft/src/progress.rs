@@ -66,6 +66,7 @@ impl Inflights {
         self.messages.len() >= self.messages_max || self.bytes >= self.bytes_max
     }
 
+    #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
         self.messages.len()
     }

@@ -68,10 +68,12 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
-    /// An empty log whose configuration is `config`, as for a node of a brand new cluster.
+    /// The storage of a founding member of a brand new cluster: a snapshot at index 1, term 1
+    /// holding the initial configuration (see [`bootstrap_snapshot`]).
     pub fn new_with_config(config: ConfigState) -> MemoryStorage {
         let mut storage = MemoryStorage::default();
-        storage.snapshot.meta.config = config;
+        storage.apply_snapshot(bootstrap_snapshot(config));
+        storage.hard_state.term = 1;
         storage
     }
 
@@ -180,6 +182,17 @@ impl LogStorage for MemoryStorage {
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
         Ok(self.snapshot.clone())
     }
+}
+
+/// The snapshot every founding member of a new cluster starts from: index 1, term 1, the
+/// initial configuration and no application data.
+///
+/// Rationale: a node added later starts with an empty log and no configuration. Because the
+/// founding members' logs begin after this snapshot, the leader cannot send such a node entries
+/// from index 1 and sends it a snapshot instead, and the snapshot carries the configuration.
+/// Founding members start at term 1, so the first election is for term 2.
+pub fn bootstrap_snapshot(config: ConfigState) -> Snapshot {
+    Snapshot { meta: SnapshotMeta { index: 1, term: 1, config }, data: bytes::Bytes::new() }
 }
 
 /// The longest prefix of `entries` whose total size stays within `max_bytes`, but at least one
