@@ -60,6 +60,23 @@ pub struct Config {
     /// The seed of the core's own random source (election timeouts). Give each node and each
     /// run its own, for example from the operating system; the simulator gives one per seed.
     pub random_seed: u64,
+    /// A deliberate bug, for proving that the simulator catches it. Only with the
+    /// `planted-bugs` feature; never enable it outside tests.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Bugs the simulator must catch, planted in the core on request. The feature that enables
+/// them exists for the simulator's detection tests only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+pub enum PlantedBug {
+    /// Grant a vote without checking that the candidate's log is at least as up to date.
+    VoteWithoutLogCheck,
+    /// Commit an entry of an earlier term once a quorum stores it (the paper's Figure 8).
+    CommitOlderTermByCounting,
+    /// Truncate the log after the previous index on every AppendEntries, as the seed sketch did.
+    TruncateOnEveryAppend,
 }
 
 impl Config {
@@ -80,6 +97,8 @@ impl Config {
             committed_bytes_per_ready_max: 64 << 20,
             applied_index: 0,
             random_seed: id,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 

@@ -11,6 +11,8 @@ mod storage;
 mod types;
 
 pub use confchange::ConfigChangeError;
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBug;
 pub use config::{Config, ConfigError, ProposeError, ReadIndexError, ReadMode, TransferError};
 pub use node::{Counters, Node, ProgressStatus, Ready, SoftState, Status};
 pub use progress::ReplicationState;

@@ -189,6 +189,29 @@ impl<S: LogStorage> RaftLog<S> {
         Some(last_new_index)
     }
 
+    /// The seed sketch's bug, planted for the simulator to catch: drops everything after
+    /// `previous_index` and appends `entries`, matching or not, committed or not. The commit
+    /// index is pulled back to the new end so that later code keeps running until the
+    /// simulator's invariants notice.
+    pub(crate) fn truncate_and_append_unchecked(&mut self, previous_index: u64, entries: &[Entry]) {
+        let first = previous_index + 1;
+        if first < self.unstable.offset {
+            // Stable entries after `first` are dropped too: the application overwrites them
+            // when it persists the new ones, or keeps stale ones if there are none.
+            self.unstable.offset = first;
+            self.unstable.entries.clear();
+            self.unstable.offset_in_progress = first;
+        } else {
+            self.unstable.entries.truncate((first - self.unstable.offset) as usize);
+            self.unstable.offset_in_progress = self.unstable.offset_in_progress.min(first);
+        }
+        self.unstable.entries.extend_from_slice(entries);
+        let last = self.last_index();
+        self.committed = self.committed.min(last);
+        self.applied = self.applied.min(last);
+        self.applying = self.applying.min(last);
+    }
+
     /// Appends entries (replacing any from their first index on); returns the last index.
     pub(crate) fn append(&mut self, entries: &[Entry]) -> u64 {
         let Some(first) = entries.first() else { return self.last_index() };

@@ -353,6 +353,20 @@ impl<S: LogStorage> Node<S> {
         SoftState { leader: self.leader, role: self.role }
     }
 
+    /// True if the configuration plants `bug` (only with the `planted-bugs` feature, which
+    /// exists so the simulator can prove it catches these bugs).
+    #[allow(unused_variables)]
+    fn has_planted_bug(&self, bug: crate::config::PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.config.planted_bug == Some(bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
     /// True if this node may campaign: it votes, and no snapshot is still being installed.
     fn is_promotable(&self) -> bool {
         self.tracker.config.is_voter(self.id) && !self.log.has_pending_snapshot()
@@ -564,7 +578,9 @@ impl<S: LogStorage> Node<S> {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && message.term > self.term);
-        if can_vote && self.log.is_up_to_date(last_log_index, last_log_term) {
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term)
+            || self.has_planted_bug(crate::config::PlantedBug::VoteWithoutLogCheck);
+        if can_vote && up_to_date {
             // The answer carries the candidate's term: for a pre-vote, that is the term it
             // would campaign in, and it must not look stale to the pre-candidate.
             self.send(from, message.term, MessageBody::VoteResponse { pre_vote, granted: true });
@@ -807,6 +823,15 @@ impl<S: LogStorage> Node<S> {
             self.send_append_response(from, AppendOutcome::Accepted { match_index });
             return;
         }
+        if self.has_planted_bug(crate::config::PlantedBug::TruncateOnEveryAppend)
+            && self.log.matches_term(prev_log_index, prev_log_term)
+        {
+            self.log.truncate_and_append_unchecked(prev_log_index, entries);
+            let last_new_index = prev_log_index + entries.len() as u64;
+            self.log.commit_to(leader_commit.min(last_new_index));
+            self.send_append_response(from, AppendOutcome::Accepted { match_index: last_new_index });
+            return;
+        }
         match self.log.maybe_append(prev_log_index, prev_log_term, leader_commit, entries) {
             Some(last_new_index) => {
                 self.send_append_response(from, AppendOutcome::Accepted { match_index: last_new_index })
@@ -946,7 +971,14 @@ impl<S: LogStorage> Node<S> {
     /// paper's Figure 8). Returns true if the commit index moved.
     fn maybe_commit(&mut self) -> bool {
         let quorum_index = self.tracker.committed_index();
-        if !self.log.maybe_commit(quorum_index, self.term) {
+        let committed = if self.has_planted_bug(crate::config::PlantedBug::CommitOlderTermByCounting) {
+            let previous = self.log.committed;
+            self.log.commit_to(quorum_index.min(self.log.last_index()));
+            self.log.committed > previous
+        } else {
+            self.log.maybe_commit(quorum_index, self.term)
+        };
+        if !committed {
             return false;
         }
         if !self.reads_waiting_for_commit.is_empty() {
