@@ -1,0 +1,245 @@
+//! [`DiskLog`]: the WAL and the snapshot files together, implementing [`raft::LogStorage`] so
+//! that the core reads the durable log.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raft::{ConfigState, Entry, HardState, LogStorage, Snapshot, SnapshotMeta, StorageError};
+
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::snapshot::SnapshotStore;
+use crate::wal::{RecoveryReport, Wal, WalOptions};
+
+/// How a [`DiskLog`] lays out its files.
+#[derive(Clone, Debug)]
+pub struct DiskLogOptions {
+    /// The WAL's options.
+    pub wal: WalOptions,
+    /// How many snapshot files to keep, the newest included.
+    pub snapshots_retained_count: usize,
+}
+
+impl Default for DiskLogOptions {
+    fn default() -> DiskLogOptions {
+        DiskLogOptions {
+            wal: WalOptions::default(),
+            snapshots_retained_count: 3,
+        }
+    }
+}
+
+/// A node's durable log: the WAL in `<directory>/wal` and the snapshots in
+/// `<directory>/snapshots`.
+///
+/// Driving it from a Ready: [`DiskLog::install_snapshot`] if the Ready has a snapshot, then
+/// [`DiskLog::stage_ready`] with its entries and hard state, then [`DiskLog::sync`] — once for
+/// several Readys if they queued up — and only after `sync` returned, send the messages that
+/// depend on them. An error from `sync` for which [`Error::is_fatal`] holds means: stop the
+/// node.
+#[derive(Debug)]
+pub struct DiskLog<D: Disk> {
+    wal: Wal<D>,
+    snapshots: SnapshotStore<D>,
+    /// The durable snapshot.
+    snapshot: Snapshot,
+    /// An installed snapshot whose WAL record is not yet synced.
+    pending_snapshot: Option<Snapshot>,
+}
+
+impl<D: Disk> DiskLog<D> {
+    /// Opens the log in `directory`, replaying the WAL and loading the newest snapshot. When
+    /// there is no snapshot yet, one at index 0 records `initial_config`, the configuration of
+    /// a brand new cluster; later opens ignore the argument.
+    pub fn open(
+        disk: D,
+        directory: &Path,
+        options: DiskLogOptions,
+        initial_config: ConfigState,
+    ) -> Result<(DiskLog<D>, RecoveryReport)> {
+        let snapshot_directory = directory.join("snapshots");
+        let snapshots = SnapshotStore::open(
+            disk.clone(),
+            &snapshot_directory,
+            options.snapshots_retained_count,
+        )?;
+        let (newest, removed) = snapshots.load_newest()?;
+        let (mut wal, mut report) = Wal::open(disk, &directory.join("wal"), options.wal)?;
+        report.removed_temporary_files.extend(removed);
+        let (wal_index, wal_term) = wal.snapshot_index_and_term();
+        let snapshot = match newest {
+            None if wal_index == 0 => {
+                let snapshot = Snapshot {
+                    meta: SnapshotMeta {
+                        index: 0,
+                        term: 0,
+                        config: initial_config,
+                    },
+                    data: Bytes::new(),
+                };
+                snapshots.save(&snapshot)?;
+                snapshot
+            }
+            None => {
+                return Err(Error::Inconsistent {
+                    path: snapshot_directory,
+                    reason: format!(
+                        "the WAL is compacted to index {wal_index} but there is no snapshot"
+                    ),
+                })
+            }
+            Some(snapshot) => snapshot,
+        };
+        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+        if index < wal_index || (index == wal_index && term != wal_term) {
+            return Err(Error::Inconsistent {
+                path: snapshot_directory,
+                reason: format!(
+                    "the newest snapshot is {index} in term {term}, the WAL is compacted to \
+                     {wal_index} in term {wal_term}"
+                ),
+            });
+        }
+        if index > wal_index {
+            // The snapshot file was saved but the crash came before its WAL record was durable.
+            if wal.term(index) == Ok(term) {
+                wal.stage_compaction(index, term)?;
+            } else {
+                wal.stage_install_snapshot(index, term)?;
+            }
+            wal.sync()?;
+            wal.remove_obsolete_segments()?;
+        }
+        Ok((
+            DiskLog {
+                wal,
+                snapshots,
+                snapshot,
+                pending_snapshot: None,
+            },
+            report,
+        ))
+    }
+
+    /// Stages one Ready's entries and hard state, in that order so that a commit index never
+    /// points past the entries written with it. Durable after [`DiskLog::sync`].
+    pub fn stage_ready(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> Result<()> {
+        self.wal.stage_entries(entries)?;
+        if let Some(hard_state) = hard_state {
+            self.wal.stage_hard_state(hard_state)?;
+        }
+        Ok(())
+    }
+
+    /// Saves a snapshot received from the leader (durably, now) and stages the WAL record that
+    /// replaces the log with it; the log shows it after [`DiskLog::sync`]. A snapshot not newer
+    /// than the current one is ignored, as [`raft::MemoryStorage`] does.
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+        let newest_index = self
+            .pending_snapshot
+            .as_ref()
+            .unwrap_or(&self.snapshot)
+            .meta
+            .index;
+        if snapshot.meta.index <= newest_index {
+            return Ok(());
+        }
+        self.snapshots.save(&snapshot)?;
+        self.wal
+            .stage_install_snapshot(snapshot.meta.index, snapshot.meta.term)?;
+        self.pending_snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    /// Makes everything staged durable with one write and one `fdatasync`; see [`Wal::sync`].
+    pub fn sync(&mut self) -> Result<()> {
+        self.wal.sync()?;
+        if let Some(snapshot) = self.pending_snapshot.take() {
+            self.snapshot = snapshot;
+            self.wal.remove_obsolete_segments()?;
+        }
+        Ok(())
+    }
+
+    /// Records a snapshot of the application's state as of `index`, which must be applied and
+    /// so durable: saves it, compacts the log up to it and removes the segments that held only
+    /// compacted entries.
+    ///
+    /// Returns false, changing nothing, when `index` is not newer than the current snapshot
+    /// or not in the durable log. Anything staged is made durable along with the compaction.
+    pub fn create_snapshot(
+        &mut self,
+        index: u64,
+        config: ConfigState,
+        data: Bytes,
+    ) -> Result<bool> {
+        let newest_index = self
+            .pending_snapshot
+            .as_ref()
+            .unwrap_or(&self.snapshot)
+            .meta
+            .index;
+        if index <= newest_index || index > self.wal.last_index() {
+            return Ok(false);
+        }
+        let Ok(term) = self.wal.term(index) else {
+            return Ok(false);
+        };
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                config,
+            },
+            data,
+        };
+        // The snapshot file is durable BEFORE the WAL record that drops the entries it covers.
+        self.snapshots.save(&snapshot)?;
+        self.wal.stage_compaction(index, term)?;
+        self.sync()?;
+        self.snapshot = snapshot;
+        self.wal.remove_obsolete_segments()?;
+        Ok(true)
+    }
+
+    /// The durable hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.wal.hard_state()
+    }
+
+    /// The WAL, for inspection.
+    pub fn wal(&self) -> &Wal<D> {
+        &self.wal
+    }
+}
+
+impl<D: Disk> LogStorage for DiskLog<D> {
+    fn initial_state(&self) -> (HardState, ConfigState) {
+        (self.wal.hard_state(), self.snapshot.meta.config.clone())
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        self.wal.entries(low, high, max_bytes)
+    }
+
+    fn term(&self, index: u64) -> std::result::Result<u64, StorageError> {
+        self.wal.term(index)
+    }
+
+    fn first_index(&self) -> u64 {
+        self.wal.first_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.wal.last_index()
+    }
+
+    fn snapshot(&self) -> std::result::Result<Snapshot, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+}

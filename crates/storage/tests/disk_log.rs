@@ -1,0 +1,211 @@
+//! `DiskLog`: the WAL and the snapshot files together, as the core reads them.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raft::{
+    ConfigState, Entry, EntryPayload, HardState, LogStorage, Snapshot, SnapshotMeta, StorageError,
+};
+use storage::{
+    CrashMode, DiskLog, DiskLogOptions, Error, Preallocation, SimDisk, SnapshotStore, WalOptions,
+};
+
+const DIRECTORY: &str = "/node";
+
+fn options() -> DiskLogOptions {
+    DiskLogOptions {
+        wal: WalOptions {
+            segment_size_bytes: 2048,
+            preallocation: Preallocation::SetLength,
+            ..WalOptions::default()
+        },
+        snapshots_retained_count: 2,
+    }
+}
+
+fn config() -> ConfigState {
+    ConfigState::with_voters([1, 2, 3])
+}
+
+fn open(disk: &SimDisk) -> DiskLog<SimDisk> {
+    DiskLog::open(disk.clone(), Path::new(DIRECTORY), options(), config())
+        .unwrap()
+        .0
+}
+
+fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| Entry {
+            term,
+            index,
+            payload: EntryPayload::Normal(Bytes::from(format!("command {index}"))),
+        })
+        .collect()
+}
+
+fn append(log: &mut DiskLog<SimDisk>, first: u64, last: u64, term: u64) {
+    log.stage_ready(
+        Some(HardState {
+            term,
+            vote: Some(1),
+            commit: first - 1,
+        }),
+        &entries(first, last, term),
+    )
+    .unwrap();
+    log.sync().unwrap();
+}
+
+#[test]
+fn a_new_log_starts_from_the_initial_configuration() {
+    let disk = SimDisk::new();
+    let log = open(&disk);
+    assert_eq!(log.initial_state(), (HardState::default(), config()));
+    assert_eq!((log.first_index(), log.last_index()), (1, 0));
+    assert_eq!(log.term(0), Ok(0));
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let log = DiskLog::open(
+        disk,
+        Path::new(DIRECTORY),
+        options(),
+        ConfigState::default(),
+    )
+    .unwrap()
+    .0;
+    assert_eq!(
+        log.initial_state().1,
+        config(),
+        "the initial configuration is durable"
+    );
+}
+
+#[test]
+fn reads_follow_the_log_storage_contract() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    append(&mut log, 1, 10, 1);
+    assert_eq!(log.entries(3, 6, u64::MAX).unwrap(), entries(3, 5, 1));
+    assert_eq!(log.entries(3, 6, 0).unwrap().len(), 1, "at least one entry");
+    assert_eq!(log.entries(0, 2, u64::MAX), Err(StorageError::Compacted));
+    assert_eq!(log.entries(5, 12, u64::MAX), Err(StorageError::Unavailable));
+    assert_eq!(log.term(11), Err(StorageError::Unavailable));
+}
+
+#[test]
+fn a_snapshot_compacts_the_log_and_removes_old_segments() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    for batch in 0..20 {
+        append(&mut log, batch * 10 + 1, batch * 10 + 10, 2);
+    }
+    let segments_before = log.wal().segments_count();
+    assert!(segments_before > 3, "the log spans several segments");
+    assert!(log
+        .create_snapshot(150, config(), Bytes::from("state at 150"))
+        .unwrap());
+    assert!(log.wal().segments_count() < segments_before);
+    assert_eq!(log.first_index(), 151);
+    assert_eq!(log.term(150), Ok(2));
+    assert_eq!(log.term(149), Err(StorageError::Compacted));
+    assert!(
+        !log.create_snapshot(140, config(), Bytes::new()).unwrap(),
+        "not newer"
+    );
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let log = open(&disk);
+    assert_eq!((log.first_index(), log.last_index()), (151, 200));
+    assert_eq!(
+        log.entries(151, 201, u64::MAX).unwrap(),
+        entries(151, 200, 2)
+    );
+    assert_eq!(log.snapshot().unwrap().data, Bytes::from("state at 150"));
+}
+
+#[test]
+fn an_installed_snapshot_replaces_the_log_once_synced() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    append(&mut log, 1, 30, 1);
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 500,
+            term: 4,
+            config: ConfigState::with_voters([1, 2, 3, 4]),
+        },
+        data: Bytes::from("leader's state"),
+    };
+    log.install_snapshot(snapshot.clone()).unwrap();
+    assert_eq!(log.last_index(), 30, "not visible before the sync");
+    log.stage_ready(
+        Some(HardState {
+            term: 4,
+            vote: None,
+            commit: 500,
+        }),
+        &entries(501, 502, 4),
+    )
+    .unwrap();
+    log.sync().unwrap();
+    assert_eq!((log.first_index(), log.last_index()), (501, 502));
+    assert_eq!(log.snapshot().unwrap(), snapshot);
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let log = open(&disk);
+    assert_eq!((log.first_index(), log.last_index()), (501, 502));
+    assert_eq!(
+        log.initial_state().1,
+        ConfigState::with_voters([1, 2, 3, 4])
+    );
+}
+
+#[test]
+fn a_snapshot_saved_just_before_a_crash_is_applied_on_open() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    append(&mut log, 1, 40, 3);
+    drop(log);
+    // The crash came after the snapshot file was durable, before its WAL record was.
+    let store =
+        SnapshotStore::open(disk.clone(), &Path::new(DIRECTORY).join("snapshots"), 2).unwrap();
+    let meta = SnapshotMeta {
+        index: 25,
+        term: 3,
+        config: config(),
+    };
+    store
+        .save(&Snapshot {
+            meta,
+            data: Bytes::from("at 25"),
+        })
+        .unwrap();
+    disk.crash(CrashMode::DropUnsynced);
+    let log = open(&disk);
+    assert_eq!(
+        (log.first_index(), log.last_index()),
+        (26, 40),
+        "compacted, the rest kept"
+    );
+}
+
+#[test]
+fn a_corrupt_newest_snapshot_is_an_error_naming_it() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    append(&mut log, 1, 10, 1);
+    log.create_snapshot(5, config(), Bytes::from("state"))
+        .unwrap();
+    drop(log);
+    let store =
+        SnapshotStore::open(disk.clone(), &Path::new(DIRECTORY).join("snapshots"), 2).unwrap();
+    let (_, _, path) = store.list().unwrap().pop().unwrap();
+    disk.flip_bit(&path, 40, 2);
+    let error =
+        DiskLog::open(disk, Path::new(DIRECTORY), options(), config()).expect_err("corrupt");
+    assert!(matches!(error, Error::Corrupt { .. }), "{error}");
+    assert!(
+        error.to_string().contains(&*path.to_string_lossy()),
+        "{error}"
+    );
+}
