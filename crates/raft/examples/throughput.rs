@@ -8,7 +8,9 @@
 mod cluster;
 
 fn main() {
-    let mut arguments = std::env::args().skip(1).map(|argument| argument.parse::<u64>().expect("a number"));
+    let mut arguments = std::env::args()
+        .skip(1)
+        .map(|argument| argument.parse::<u64>().expect("a number"));
     let total = arguments.next().unwrap_or(1_000_000);
     let batch = arguments.next().unwrap_or(64);
     let payload_bytes = arguments.next().unwrap_or(256) as usize;

@@ -169,19 +169,34 @@ fn leave_joint(current: &ConfigState) -> Result<ConfigState, ConfigChangeError> 
 /// A configuration the changer produced must be well formed; anything else is a bug here.
 fn check_invariants(config: &ConfigState) {
     for learner in &config.learners {
-        assert!(!config.voters.contains(learner), "node {learner} is a voter and a learner");
+        assert!(
+            !config.voters.contains(learner),
+            "node {learner} is a voter and a learner"
+        );
         assert!(
             !config.voters_outgoing.contains(learner),
             "node {learner} is an outgoing voter and a learner"
         );
     }
     for next in &config.learners_next {
-        assert!(config.voters_outgoing.contains(next), "next learner {next} is not outgoing");
-        assert!(!config.voters.contains(next), "next learner {next} is an incoming voter");
+        assert!(
+            config.voters_outgoing.contains(next),
+            "next learner {next} is not outgoing"
+        );
+        assert!(
+            !config.voters.contains(next),
+            "next learner {next} is an incoming voter"
+        );
     }
     if !config.is_joint() {
-        assert!(config.learners_next.is_empty(), "next learners outside a joint configuration");
-        assert!(!config.auto_leave, "auto-leave outside a joint configuration");
+        assert!(
+            config.learners_next.is_empty(),
+            "next learners outside a joint configuration"
+        );
+        assert!(
+            !config.auto_leave,
+            "auto-leave outside a joint configuration"
+        );
     }
 }
 
@@ -236,10 +251,16 @@ mod tests {
             apply(&single, &ConfigChange::new([RemoveNode(1)])),
             Err(ConfigChangeError::NoVotersLeft)
         );
-        assert_eq!(apply(&single, &ConfigChange::leave_joint()), Err(ConfigChangeError::NotJoint));
+        assert_eq!(
+            apply(&single, &ConfigChange::leave_joint()),
+            Err(ConfigChangeError::NotJoint)
+        );
         let joint = apply(
             &voters(&[1, 2]),
-            &ConfigChange { steps: vec![AddVoter(3)], transition: ConfigTransition::JointAutoLeave },
+            &ConfigChange {
+                steps: vec![AddVoter(3)],
+                transition: ConfigTransition::JointAutoLeave,
+            },
         )
         .unwrap();
         assert_eq!(

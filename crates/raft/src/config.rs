@@ -115,7 +115,9 @@ impl Config {
             return fail("election_timeout_min_ticks must be greater than heartbeat_ticks");
         }
         if self.election_timeout_max_ticks <= self.election_timeout_min_ticks {
-            return fail("election_timeout_max_ticks must be greater than election_timeout_min_ticks");
+            return fail(
+                "election_timeout_max_ticks must be greater than election_timeout_min_ticks",
+            );
         }
         if self.inflight_messages_max == 0 {
             return fail("inflight_messages_max must be at least 1");
@@ -166,10 +168,14 @@ pub enum ProposeError {
 impl std::fmt::Display for ProposeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProposeError::NotLeader { leader: Some(leader) } => {
+            ProposeError::NotLeader {
+                leader: Some(leader),
+            } => {
                 write!(f, "not the leader; the leader is node {leader}")
             }
-            ProposeError::NotLeader { leader: None } => f.write_str("not the leader; no leader known"),
+            ProposeError::NotLeader { leader: None } => {
+                f.write_str("not the leader; no leader known")
+            }
             ProposeError::LeadershipTransferInProgress => {
                 f.write_str("leadership transfer in progress")
             }
@@ -177,7 +183,9 @@ impl std::fmt::Display for ProposeError {
             ProposeError::ConfigChangePending => {
                 f.write_str("a membership change is still being applied")
             }
-            ProposeError::InvalidConfigChange(error) => write!(f, "invalid membership change: {error}"),
+            ProposeError::InvalidConfigChange(error) => {
+                write!(f, "invalid membership change: {error}")
+            }
         }
     }
 }

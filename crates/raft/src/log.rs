@@ -32,7 +32,9 @@ impl Unstable {
             let snapshot = self.snapshot.as_ref()?;
             return (snapshot.meta.index == index).then_some(snapshot.meta.term);
         }
-        self.entries.get((index - self.offset) as usize).map(|entry| entry.term)
+        self.entries
+            .get((index - self.offset) as usize)
+            .map(|entry| entry.term)
     }
 
     fn truncate_and_append(&mut self, entries: &[Entry]) {
@@ -73,9 +75,15 @@ impl<S: LogStorage> RaftLog<S> {
         let last = storage.last_index();
         let compacted = first - 1;
         let committed = commit.max(compacted);
-        assert!(committed <= last, "hard state commit {commit} beyond the last index {last}");
+        assert!(
+            committed <= last,
+            "hard state commit {commit} beyond the last index {last}"
+        );
         let applied = applied.max(compacted);
-        assert!(applied <= committed, "applied index {applied} beyond the commit {committed}");
+        assert!(
+            applied <= committed,
+            "applied index {applied} beyond the commit {committed}"
+        );
         RaftLog {
             storage,
             unstable: Unstable {
@@ -99,7 +107,9 @@ impl<S: LogStorage> RaftLog<S> {
     }
 
     pub(crate) fn last_index(&self) -> u64 {
-        self.unstable.last_index().unwrap_or_else(|| self.storage.last_index())
+        self.unstable
+            .last_index()
+            .unwrap_or_else(|| self.storage.last_index())
     }
 
     /// Entries below this index are persisted (and match what the core holds).
@@ -127,7 +137,8 @@ impl<S: LogStorage> RaftLog<S> {
 
     pub(crate) fn last_term(&self) -> u64 {
         let last = self.last_index();
-        self.term(last).unwrap_or_else(|error| panic!("term of the last index {last}: {error}"))
+        self.term(last)
+            .unwrap_or_else(|error| panic!("term of the last index {last}: {error}"))
     }
 
     pub(crate) fn matches_term(&self, index: u64, term: u64) -> bool {
@@ -181,7 +192,10 @@ impl<S: LogStorage> RaftLog<S> {
         }
         let last_new_index = previous_index + entries.len() as u64;
         if let Some(conflict) = self.find_conflict(entries) {
-            assert!(conflict > self.committed, "entry {conflict} conflicts with a committed entry");
+            assert!(
+                conflict > self.committed,
+                "entry {conflict} conflicts with a committed entry"
+            );
             let start = (conflict - previous_index - 1) as usize;
             self.append(&entries[start..]);
         }
@@ -202,7 +216,9 @@ impl<S: LogStorage> RaftLog<S> {
             self.unstable.entries.clear();
             self.unstable.offset_in_progress = first;
         } else {
-            self.unstable.entries.truncate((first - self.unstable.offset) as usize);
+            self.unstable
+                .entries
+                .truncate((first - self.unstable.offset) as usize);
             self.unstable.offset_in_progress = self.unstable.offset_in_progress.min(first);
         }
         self.unstable.entries.extend_from_slice(entries);
@@ -214,15 +230,29 @@ impl<S: LogStorage> RaftLog<S> {
 
     /// Appends entries (replacing any from their first index on); returns the last index.
     pub(crate) fn append(&mut self, entries: &[Entry]) -> u64 {
-        let Some(first) = entries.first() else { return self.last_index() };
-        assert!(first.index > self.committed, "append at {} rewrites committed entries", first.index);
-        assert!(first.index <= self.last_index() + 1, "append at {} leaves a gap", first.index);
+        let Some(first) = entries.first() else {
+            return self.last_index();
+        };
+        assert!(
+            first.index > self.committed,
+            "append at {} rewrites committed entries",
+            first.index
+        );
+        assert!(
+            first.index <= self.last_index() + 1,
+            "append at {} leaves a gap",
+            first.index
+        );
         self.unstable.truncate_and_append(entries);
         self.last_index()
     }
 
     /// Entries from `low` to the end, at most `max_bytes` (but at least one).
-    pub(crate) fn entries_from(&self, low: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn entries_from(
+        &self,
+        low: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         let last = self.last_index();
         if low > last {
             return Ok(Vec::new());
@@ -231,7 +261,12 @@ impl<S: LogStorage> RaftLog<S> {
     }
 
     /// Entries in `[low, high)`, at most `max_bytes` (but at least one).
-    pub(crate) fn slice(&self, low: u64, high: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn slice(
+        &self,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         if low < self.first_index() {
             return Err(StorageError::Compacted);
         }
@@ -271,7 +306,10 @@ impl<S: LogStorage> RaftLog<S> {
 
     pub(crate) fn commit_to(&mut self, index: u64) {
         if index > self.committed {
-            assert!(index <= self.last_index(), "commit {index} beyond the last index");
+            assert!(
+                index <= self.last_index(),
+                "commit {index} beyond the last index"
+            );
             self.committed = index;
         }
     }
@@ -311,7 +349,11 @@ impl<S: LogStorage> RaftLog<S> {
     }
 
     pub(crate) fn applied_to(&mut self, index: u64) {
-        assert!(index <= self.committed, "applied {index} beyond the commit {}", self.committed);
+        assert!(
+            index <= self.committed,
+            "applied {index} beyond the commit {}",
+            self.committed
+        );
         self.applied = self.applied.max(index);
         self.applying = self.applying.max(self.applied);
     }
@@ -362,7 +404,12 @@ impl<S: LogStorage> RaftLog<S> {
 
     /// The application persisted and installed the snapshot at `index`.
     pub(crate) fn stable_snapshot_to(&mut self, index: u64) {
-        if self.unstable.snapshot.as_ref().is_some_and(|snapshot| snapshot.meta.index == index) {
+        if self
+            .unstable
+            .snapshot
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.meta.index == index)
+        {
             self.unstable.snapshot = None;
             self.unstable.snapshot_in_progress = false;
             self.applied = self.applied.max(index);
@@ -373,7 +420,10 @@ impl<S: LogStorage> RaftLog<S> {
     /// Replaces the log with a snapshot received from the leader.
     pub(crate) fn restore(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
-        assert!(index > self.committed, "restoring snapshot {index} at or below the commit");
+        assert!(
+            index > self.committed,
+            "restoring snapshot {index} at or below the commit"
+        );
         self.committed = index;
         self.unstable.offset = index + 1;
         self.unstable.offset_in_progress = index + 1;

@@ -5,15 +5,15 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ConfigError, ProposeError, ReadIndexError, ReadMode, TransferError};
 use crate::confchange;
+use crate::config::{Config, ConfigError, ProposeError, ReadIndexError, ReadMode, TransferError};
 use crate::log::RaftLog;
 use crate::progress::{ReplicationState, Tracker};
 use crate::quorum::VoteResult;
 use crate::storage::LogStorage;
 use crate::types::{
-    AppendOutcome, ConfigChange, ConfigState, Entry, EntryPayload, HardState, Message,
-    MessageBody, NodeId, ReadState, Role, Snapshot,
+    AppendOutcome, ConfigChange, ConfigState, Entry, EntryPayload, HardState, Message, MessageBody,
+    NodeId, ReadState, Role, Snapshot,
 };
 
 /// Who leads, as far as this node knows, and its own role. Not persisted.
@@ -219,7 +219,10 @@ impl<S: LogStorage> Node<S> {
         let log = RaftLog::new(storage, hard_state.commit, config.applied_index);
         let mut tracker = Tracker::new(config.inflight_messages_max, config.inflight_bytes_max);
         tracker.set_config(config_state, log.last_index() + 1);
-        let soft_state = SoftState { leader: None, role: Role::Follower };
+        let soft_state = SoftState {
+            leader: None,
+            role: Role::Follower,
+        };
         let mut node = Node {
             id: config.id,
             random: Random(config.random_seed ^ config.id.rotate_left(32)),
@@ -346,11 +349,18 @@ impl<S: LogStorage> Node<S> {
     }
 
     fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState { leader: self.leader, role: self.role }
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+        }
     }
 
     /// True if the configuration plants `bug` (only with the `planted-bugs` feature, which
@@ -388,8 +398,11 @@ impl<S: LogStorage> Node<S> {
         if self.is_promotable()
             && self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
         {
-            let campaign =
-                if self.config.pre_vote { Campaign::PreElection } else { Campaign::Election };
+            let campaign = if self.config.pre_vote {
+                Campaign::PreElection
+            } else {
+                Campaign::Election
+            };
             self.campaign(campaign);
         }
     }
@@ -456,7 +469,10 @@ impl<S: LogStorage> Node<S> {
     }
 
     fn become_leader(&mut self) {
-        assert!(self.role == Role::Candidate, "only a candidate becomes leader");
+        assert!(
+            self.role == Role::Candidate,
+            "only a candidate becomes leader"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.reset_role_state();
@@ -482,7 +498,11 @@ impl<S: LogStorage> Node<S> {
         self.pending_config_index = self.log.last_index();
         // Committing an entry of its own term is how a new leader learns the commit index
         // (and until then it cannot serve reads).
-        let entry = Entry { term: self.term, index: next_index, payload: EntryPayload::Empty };
+        let entry = Entry {
+            term: self.term,
+            index: next_index,
+            payload: EntryPayload::Empty,
+        };
         self.log.append(&[entry]);
         self.append_flush_pending = true;
     }
@@ -508,7 +528,11 @@ impl<S: LogStorage> Node<S> {
         if self.role == Role::Leader {
             return;
         }
-        let campaign = if self.config.pre_vote { Campaign::PreElection } else { Campaign::Election };
+        let campaign = if self.config.pre_vote {
+            Campaign::PreElection
+        } else {
+            Campaign::Election
+        };
         self.campaign(campaign);
     }
 
@@ -558,7 +582,10 @@ impl<S: LogStorage> Node<S> {
         if self.log.committed <= self.log.applied {
             return false;
         }
-        match self.log.slice(self.log.applied + 1, self.log.committed + 1, u64::MAX) {
+        match self
+            .log
+            .slice(self.log.applied + 1, self.log.committed + 1, u64::MAX)
+        {
             Ok(entries) => entries.iter().any(Entry::is_config_change),
             Err(_) => false,
         }
@@ -583,13 +610,27 @@ impl<S: LogStorage> Node<S> {
         if can_vote && up_to_date {
             // The answer carries the candidate's term: for a pre-vote, that is the term it
             // would campaign in, and it must not look stale to the pre-candidate.
-            self.send(from, message.term, MessageBody::VoteResponse { pre_vote, granted: true });
+            self.send(
+                from,
+                message.term,
+                MessageBody::VoteResponse {
+                    pre_vote,
+                    granted: true,
+                },
+            );
             if !pre_vote {
                 self.election_elapsed_ticks = 0;
                 self.vote = Some(from);
             }
         } else {
-            self.send(from, self.term, MessageBody::VoteResponse { pre_vote, granted: false });
+            self.send(
+                from,
+                self.term,
+                MessageBody::VoteResponse {
+                    pre_vote,
+                    granted: false,
+                },
+            );
         }
     }
 
@@ -635,9 +676,12 @@ impl<S: LogStorage> Node<S> {
             return;
         }
         match message.body {
-            MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => {
-                self.handle_vote_request(&message, pre_vote, last_log_index, last_log_term)
-            }
+            MessageBody::VoteRequest {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.handle_vote_request(&message, pre_vote, last_log_index, last_log_term),
             _ => match self.role {
                 Role::Leader => self.step_leader(message),
                 Role::PreCandidate | Role::Candidate => self.step_candidate(message),
@@ -649,7 +693,11 @@ impl<S: LogStorage> Node<S> {
     /// A message of a later term. Returns false if the message is to be dropped.
     fn handle_higher_term(&mut self, message: &Message) -> bool {
         match message.body {
-            MessageBody::VoteRequest { pre_vote, leadership_transfer, .. } => {
+            MessageBody::VoteRequest {
+                pre_vote,
+                leadership_transfer,
+                ..
+            } => {
                 let in_lease = self.config.check_quorum
                     && self.leader.is_some()
                     && self.election_elapsed_ticks < self.config.election_timeout_min_ticks;
@@ -665,7 +713,10 @@ impl<S: LogStorage> Node<S> {
             }
             // A granted pre-vote carries the term we would campaign in; it is not a reason
             // to step down.
-            MessageBody::VoteResponse { pre_vote: true, granted: true } => {}
+            MessageBody::VoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => {}
             MessageBody::AppendEntries { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. } => {
@@ -696,7 +747,10 @@ impl<S: LogStorage> Node<S> {
                 self.send(
                     message.from,
                     self.term,
-                    MessageBody::VoteResponse { pre_vote: true, granted: false },
+                    MessageBody::VoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
                 );
             }
             _ => {}
@@ -749,7 +803,12 @@ impl<S: LogStorage> Node<S> {
     fn step_follower(&mut self, message: Message) {
         let from = message.from;
         match message.body {
-            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
                 self.election_elapsed_ticks = 0;
                 self.leader = Some(from);
                 self.handle_append_entries(
@@ -761,7 +820,10 @@ impl<S: LogStorage> Node<S> {
                     leader_commit,
                 );
             }
-            MessageBody::Heartbeat { leader_commit, read_round } => {
+            MessageBody::Heartbeat {
+                leader_commit,
+                read_round,
+            } => {
                 self.election_elapsed_ticks = 0;
                 self.leader = Some(from);
                 if leader_commit > self.log.last_index() {
@@ -769,7 +831,11 @@ impl<S: LogStorage> Node<S> {
                 } else {
                     self.log.commit_to(leader_commit);
                 }
-                self.send(from, self.term, MessageBody::HeartbeatResponse { read_round });
+                self.send(
+                    from,
+                    self.term,
+                    MessageBody::HeartbeatResponse { read_round },
+                );
             }
             MessageBody::InstallSnapshot { snapshot } => {
                 self.election_elapsed_ticks = 0;
@@ -792,7 +858,12 @@ impl<S: LogStorage> Node<S> {
     }
 
     fn send(&mut self, to: NodeId, term: u64, body: MessageBody) {
-        self.messages.push(Message { from: self.id, to, term, body });
+        self.messages.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
     }
 
     // ----- Replication: follower side ------------------------------------------------------
@@ -811,7 +882,9 @@ impl<S: LogStorage> Node<S> {
                 entry.index == prev_log_index + 1 + position as u64 && entry.term <= message_term
             })
             && entries.windows(2).all(|pair| pair[0].term <= pair[1].term)
-            && entries.first().is_none_or(|entry| entry.term >= prev_log_term);
+            && entries
+                .first()
+                .is_none_or(|entry| entry.term >= prev_log_term);
         if !well_formed {
             self.counters.malformed_messages += 1;
             return;
@@ -826,29 +899,50 @@ impl<S: LogStorage> Node<S> {
         if self.has_planted_bug(crate::config::PlantedBug::TruncateOnEveryAppend)
             && self.log.matches_term(prev_log_index, prev_log_term)
         {
-            self.log.truncate_and_append_unchecked(prev_log_index, entries);
+            self.log
+                .truncate_and_append_unchecked(prev_log_index, entries);
             let last_new_index = prev_log_index + entries.len() as u64;
             self.log.commit_to(leader_commit.min(last_new_index));
-            self.send_append_response(from, AppendOutcome::Accepted { match_index: last_new_index });
+            self.send_append_response(
+                from,
+                AppendOutcome::Accepted {
+                    match_index: last_new_index,
+                },
+            );
             return;
         }
-        match self.log.maybe_append(prev_log_index, prev_log_term, leader_commit, entries) {
-            Some(last_new_index) => {
-                self.send_append_response(from, AppendOutcome::Accepted { match_index: last_new_index })
-            }
+        match self
+            .log
+            .maybe_append(prev_log_index, prev_log_term, leader_commit, entries)
+        {
+            Some(last_new_index) => self.send_append_response(
+                from,
+                AppendOutcome::Accepted {
+                    match_index: last_new_index,
+                },
+            ),
             None => {
                 let probe_index = prev_log_index.min(self.log.last_index());
-                let (hint_index, hint_term) = self.log.find_conflict_by_term(probe_index, prev_log_term);
+                let (hint_index, hint_term) =
+                    self.log.find_conflict_by_term(probe_index, prev_log_term);
                 self.send_append_response(
                     from,
-                    AppendOutcome::Rejected { rejected_index: prev_log_index, hint_index, hint_term },
+                    AppendOutcome::Rejected {
+                        rejected_index: prev_log_index,
+                        hint_index,
+                        hint_term,
+                    },
                 );
             }
         }
     }
 
     fn send_append_response(&mut self, to: NodeId, outcome: AppendOutcome) {
-        self.send(to, self.term, MessageBody::AppendEntriesResponse { outcome });
+        self.send(
+            to,
+            self.term,
+            MessageBody::AppendEntriesResponse { outcome },
+        );
     }
 
     fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
@@ -878,19 +972,31 @@ impl<S: LogStorage> Node<S> {
     fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome) {
         let last_index = self.log.last_index();
         match outcome {
-            AppendOutcome::Rejected { rejected_index, hint_index, hint_term } => {
+            AppendOutcome::Rejected {
+                rejected_index,
+                hint_index,
+                hint_term,
+            } => {
                 if rejected_index > last_index || hint_index > rejected_index {
                     self.counters.malformed_messages += 1;
                     return;
                 }
-                let progress = self.tracker.progress.get_mut(&from).expect("checked by step_leader");
+                let progress = self
+                    .tracker
+                    .progress
+                    .get_mut(&from)
+                    .expect("checked by step_leader");
                 progress.recent_active = true;
                 let next_probe_index = if hint_term > 0 {
                     self.log.find_conflict_by_term(hint_index, hint_term).0
                 } else {
                     hint_index
                 };
-                let progress = self.tracker.progress.get_mut(&from).expect("checked by step_leader");
+                let progress = self
+                    .tracker
+                    .progress
+                    .get_mut(&from)
+                    .expect("checked by step_leader");
                 if progress.maybe_decrease_to(rejected_index, next_probe_index) {
                     if progress.state == ReplicationState::Replicate {
                         progress.become_probe();
@@ -906,11 +1012,15 @@ impl<S: LogStorage> Node<S> {
                     return;
                 }
                 let first_index = self.log.first_index();
-                let progress = self.tracker.progress.get_mut(&from).expect("checked by step_leader");
+                let progress = self
+                    .tracker
+                    .progress
+                    .get_mut(&from)
+                    .expect("checked by step_leader");
                 progress.recent_active = true;
                 let was_paused = progress.is_paused();
-                let equal_probe =
-                    progress.state == ReplicationState::Probe && progress.match_index == match_index;
+                let equal_probe = progress.state == ReplicationState::Probe
+                    && progress.match_index == match_index;
                 let previous_match = progress.match_index;
                 if !progress.maybe_update(match_index) && !equal_probe {
                     // An answer to a commit-only message repeats the match index; only an
@@ -947,7 +1057,11 @@ impl<S: LogStorage> Node<S> {
 
     fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         let last_index = self.log.last_index();
-        let progress = self.tracker.progress.get_mut(&from).expect("checked by step_leader");
+        let progress = self
+            .tracker
+            .progress
+            .get_mut(&from)
+            .expect("checked by step_leader");
         progress.recent_active = true;
         progress.probe_sent = false;
         if progress.state == ReplicationState::Replicate && progress.inflights.is_full() {
@@ -971,13 +1085,14 @@ impl<S: LogStorage> Node<S> {
     /// paper's Figure 8). Returns true if the commit index moved.
     fn maybe_commit(&mut self) -> bool {
         let quorum_index = self.tracker.committed_index();
-        let committed = if self.has_planted_bug(crate::config::PlantedBug::CommitOlderTermByCounting) {
-            let previous = self.log.committed;
-            self.log.commit_to(quorum_index.min(self.log.last_index()));
-            self.log.committed > previous
-        } else {
-            self.log.maybe_commit(quorum_index, self.term)
-        };
+        let committed =
+            if self.has_planted_bug(crate::config::PlantedBug::CommitOlderTermByCounting) {
+                let previous = self.log.committed;
+                self.log.commit_to(quorum_index.min(self.log.last_index()));
+                self.log.committed > previous
+            } else {
+                self.log.maybe_commit(quorum_index, self.term)
+            };
         if !committed {
             return false;
         }
@@ -995,14 +1110,18 @@ impl<S: LogStorage> Node<S> {
         if to == self.id {
             return false;
         }
-        let Some(progress) = self.tracker.progress.get(&to) else { return false };
+        let Some(progress) = self.tracker.progress.get(&to) else {
+            return false;
+        };
         if progress.is_paused() {
             return false;
         }
         let next_index = progress.next_index;
         let prev_log_index = next_index - 1;
         let prev_log_term = self.log.term(prev_log_index);
-        let entries = self.log.entries_from(next_index, self.config.message_bytes_max);
+        let entries = self
+            .log
+            .entries_from(next_index, self.config.message_bytes_max);
         let (Ok(prev_log_term), Ok(entries)) = (prev_log_term, entries) else {
             return self.send_snapshot(to);
         };
@@ -1018,20 +1137,38 @@ impl<S: LogStorage> Node<S> {
         self.send(
             to,
             self.term,
-            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit: committed },
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: committed,
+            },
         );
         true
     }
 
     fn send_snapshot(&mut self, to: NodeId) -> bool {
-        let progress = self.tracker.progress.get(&to).expect("checked by the caller");
+        let progress = self
+            .tracker
+            .progress
+            .get(&to)
+            .expect("checked by the caller");
         if !progress.recent_active {
             // Not worth a snapshot until the node shows it is alive.
             return false;
         }
-        let Ok(snapshot) = self.log.snapshot() else { return false };
-        assert!(snapshot.meta.index > 0, "entries were compacted without a snapshot");
-        let progress = self.tracker.progress.get_mut(&to).expect("checked by the caller");
+        let Ok(snapshot) = self.log.snapshot() else {
+            return false;
+        };
+        assert!(
+            snapshot.meta.index > 0,
+            "entries were compacted without a snapshot"
+        );
+        let progress = self
+            .tracker
+            .progress
+            .get_mut(&to)
+            .expect("checked by the caller");
         progress.become_snapshot(snapshot.meta.index);
         self.send(to, self.term, MessageBody::InstallSnapshot { snapshot });
         true
@@ -1051,7 +1188,14 @@ impl<S: LogStorage> Node<S> {
         for (id, match_index) in targets {
             // Never tell a follower to commit beyond what it is known to hold.
             let leader_commit = committed.min(match_index);
-            self.send(id, self.term, MessageBody::Heartbeat { leader_commit, read_round });
+            self.send(
+                id,
+                self.term,
+                MessageBody::Heartbeat {
+                    leader_commit,
+                    read_round,
+                },
+            );
         }
     }
 
@@ -1063,8 +1207,13 @@ impl<S: LogStorage> Node<S> {
             return;
         }
         let committed = self.log.committed;
-        let peers: Vec<NodeId> =
-            self.tracker.progress.keys().copied().filter(|&id| id != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .tracker
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
         for id in peers {
             while self.send_append(id, false) {}
             let commit_sent = self.tracker.progress[&id].commit_sent;
@@ -1100,13 +1249,19 @@ impl<S: LogStorage> Node<S> {
     fn append_proposal(&mut self, payload: EntryPayload) -> Result<u64, ProposeError> {
         self.assert_not_between_ready_and_advance();
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.transfer_target.is_some() {
             return Err(ProposeError::LeadershipTransferInProgress);
         }
         let index = self.log.last_index() + 1;
-        let entry = Entry { term: self.term, index, payload };
+        let entry = Entry {
+            term: self.term,
+            index,
+            payload,
+        };
         let size_bytes = entry.size_bytes();
         if self.uncommitted_bytes > 0
             && self.uncommitted_bytes + size_bytes > self.config.uncommitted_bytes_max
@@ -1126,12 +1281,18 @@ impl<S: LogStorage> Node<S> {
     pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
         self.assert_not_between_ready_and_advance();
         if self.role != Role::Leader {
-            return Err(TransferError::NotLeader { leader: self.leader });
+            return Err(TransferError::NotLeader {
+                leader: self.leader,
+            });
         }
         if target == self.id {
             return Ok(());
         }
-        let is_voter = self.tracker.progress.get(&target).is_some_and(|progress| !progress.is_learner);
+        let is_voter = self
+            .tracker
+            .progress
+            .get(&target)
+            .is_some_and(|progress| !progress.is_learner);
         if !is_voter {
             return Err(TransferError::NotVoter(target));
         }
@@ -1162,7 +1323,9 @@ impl<S: LogStorage> Node<S> {
                 Ok(())
             }
             Role::Follower => {
-                let Some(leader) = self.leader else { return Err(ReadIndexError::NoLeader) };
+                let Some(leader) = self.leader else {
+                    return Err(ReadIndexError::NoLeader);
+                };
                 self.send(leader, self.term, MessageBody::ReadIndexRequest { context });
                 Ok(())
             }
@@ -1218,7 +1381,11 @@ impl<S: LogStorage> Node<S> {
         if requester == self.id {
             self.read_states.push(ReadState { index, context });
         } else {
-            self.send(requester, self.term, MessageBody::ReadIndexResponse { context, index });
+            self.send(
+                requester,
+                self.term,
+                MessageBody::ReadIndexResponse { context, index },
+            );
         }
     }
 
@@ -1259,7 +1426,10 @@ impl<S: LogStorage> Node<S> {
     // ----- Ready and advance ---------------------------------------------------------------
 
     fn assert_not_between_ready_and_advance(&self) {
-        assert!(self.handed_out.is_none(), "the node was driven between ready() and advance()");
+        assert!(
+            self.handed_out.is_none(),
+            "the node was driven between ready() and advance()"
+        );
     }
 
     /// True if there is anything for the application to do.
@@ -1281,7 +1451,10 @@ impl<S: LogStorage> Node<S> {
     /// # Panics
     /// If the previous Ready was not followed by [`Node::advance`].
     pub fn ready(&mut self) -> Ready {
-        assert!(self.handed_out.is_none(), "ready() called again before advance()");
+        assert!(
+            self.handed_out.is_none(),
+            "ready() called again before advance()"
+        );
         if self.append_flush_pending {
             self.flush_appends();
         }
@@ -1292,8 +1465,9 @@ impl<S: LogStorage> Node<S> {
         let hard_state = self.hard_state();
         let snapshot = self.log.take_unstable_snapshot();
         let entries = self.log.take_unstable_entries();
-        let committed_entries =
-            self.log.take_committed_entries(self.config.committed_bytes_per_ready_max);
+        let committed_entries = self
+            .log
+            .take_committed_entries(self.config.committed_bytes_per_ready_max);
         let must_sync = !entries.is_empty()
             || snapshot.is_some()
             || hard_state.term != self.previous_hard_state.term
@@ -1333,7 +1507,10 @@ impl<S: LogStorage> Node<S> {
     /// Applies membership changes among those entries, and on a leader counts its own newly
     /// persisted entries towards the commit index.
     pub fn advance(&mut self) {
-        let handed_out = self.handed_out.take().expect("advance() called without ready()");
+        let handed_out = self
+            .handed_out
+            .take()
+            .expect("advance() called without ready()");
         if let Some(index) = handed_out.snapshot_index {
             self.log.stable_snapshot_to(index);
         }
@@ -1352,8 +1529,9 @@ impl<S: LogStorage> Node<S> {
         if let Some(index) = handed_out.last_committed_index {
             self.log.applied_to(index);
             if self.role == Role::Leader {
-                self.uncommitted_bytes =
-                    self.uncommitted_bytes.saturating_sub(handed_out.committed_bytes);
+                self.uncommitted_bytes = self
+                    .uncommitted_bytes
+                    .saturating_sub(handed_out.committed_bytes);
             }
             for change in &handed_out.config_changes {
                 self.apply_config_change(change);
@@ -1393,8 +1571,7 @@ impl<S: LogStorage> Node<S> {
         }
         self.append_flush_pending = true;
         let config = &self.tracker.config;
-        if config.is_joint() && config.auto_leave && self.log.applied >= self.pending_config_index
-        {
+        if config.is_joint() && config.auto_leave && self.log.applied >= self.pending_config_index {
             let index = self.log.last_index() + 1;
             let entry = Entry {
                 term: self.term,

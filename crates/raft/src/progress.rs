@@ -31,14 +31,28 @@ pub(crate) struct Inflights {
 
 impl Inflights {
     pub(crate) fn new(messages_max: usize, bytes_max: u64) -> Inflights {
-        assert!(messages_max > 0, "the in-flight window must allow one message");
-        Inflights { messages: VecDeque::new(), bytes: 0, messages_max, bytes_max }
+        assert!(
+            messages_max > 0,
+            "the in-flight window must allow one message"
+        );
+        Inflights {
+            messages: VecDeque::new(),
+            bytes: 0,
+            messages_max,
+            bytes_max,
+        }
     }
 
     pub(crate) fn add(&mut self, last_index: u64, bytes: u64) {
-        assert!(!self.is_full(), "a message was sent through a full in-flight window");
+        assert!(
+            !self.is_full(),
+            "a message was sent through a full in-flight window"
+        );
         if let Some(&(previous, _)) = self.messages.back() {
-            assert!(last_index > previous, "in-flight messages must have growing indexes");
+            assert!(
+                last_index > previous,
+                "in-flight messages must have growing indexes"
+            );
         }
         self.messages.push_back((last_index, bytes));
         self.bytes += bytes;
@@ -241,22 +255,29 @@ impl Tracker {
     /// The highest index a quorum of voters holds.
     pub(crate) fn committed_index(&self) -> u64 {
         joint_majority_value(&self.config.voters, &self.config.voters_outgoing, |id| {
-            self.progress.get(&id).map_or(0, |progress| progress.match_index)
+            self.progress
+                .get(&id)
+                .map_or(0, |progress| progress.match_index)
         })
     }
 
     /// The highest read round a quorum of voters has confirmed.
     pub(crate) fn confirmed_read_round(&self) -> u64 {
         joint_majority_value(&self.config.voters, &self.config.voters_outgoing, |id| {
-            self.progress.get(&id).map_or(0, |progress| progress.read_round_acknowledged)
+            self.progress
+                .get(&id)
+                .map_or(0, |progress| progress.read_round_acknowledged)
         })
     }
 
     /// True if a quorum of voters has been heard from since the last check.
     pub(crate) fn quorum_active(&self) -> bool {
-        let active = joint_majority_value(&self.config.voters, &self.config.voters_outgoing, |id| {
-            self.progress.get(&id).map_or(0, |progress| u64::from(progress.recent_active))
-        });
+        let active =
+            joint_majority_value(&self.config.voters, &self.config.voters_outgoing, |id| {
+                self.progress
+                    .get(&id)
+                    .map_or(0, |progress| u64::from(progress.recent_active))
+            });
         active >= 1
     }
 
@@ -281,8 +302,13 @@ impl Tracker {
 
     /// Every voter of either half, sorted and without repeats.
     pub(crate) fn voter_ids(&self) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> =
-            self.config.voters.iter().chain(&self.config.voters_outgoing).copied().collect();
+        let mut ids: Vec<NodeId> = self
+            .config
+            .voters
+            .iter()
+            .chain(&self.config.voters_outgoing)
+            .copied()
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids

@@ -95,8 +95,16 @@ impl MemoryStorage {
     pub fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
         let offset = self.compacted.0 + 1;
-        assert!(first.index >= offset, "append at {} overwrites compacted entries", first.index);
-        assert!(first.index <= self.last_index() + 1, "append at {} leaves a gap", first.index);
+        assert!(
+            first.index >= offset,
+            "append at {} overwrites compacted entries",
+            first.index
+        );
+        assert!(
+            first.index <= self.last_index() + 1,
+            "append at {} leaves a gap",
+            first.index
+        );
         self.entries.truncate((first.index - offset) as usize);
         self.entries.extend_from_slice(entries);
     }
@@ -121,8 +129,17 @@ impl MemoryStorage {
         if index <= self.snapshot.meta.index || index > self.last_index() {
             return false;
         }
-        let Ok(term) = self.term(index) else { return false };
-        self.snapshot = Snapshot { meta: SnapshotMeta { index, term, config }, data };
+        let Ok(term) = self.term(index) else {
+            return false;
+        };
+        self.snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                config,
+            },
+            data,
+        };
         true
     }
 
@@ -133,7 +150,9 @@ impl MemoryStorage {
         if index <= self.compacted.0 {
             return;
         }
-        let term = self.term(index).expect("a snapshotted index is in the log or compacted");
+        let term = self
+            .term(index)
+            .expect("a snapshotted index is in the log or compacted");
         let drop_count = (index - self.compacted.0) as usize;
         self.entries.drain(..drop_count);
         self.compacted = (index, term);
@@ -192,7 +211,14 @@ impl LogStorage for MemoryStorage {
 /// from index 1 and sends it a snapshot instead, and the snapshot carries the configuration.
 /// Founding members start at term 1, so the first election is for term 2.
 pub fn bootstrap_snapshot(config: ConfigState) -> Snapshot {
-    Snapshot { meta: SnapshotMeta { index: 1, term: 1, config }, data: bytes::Bytes::new() }
+    Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            config,
+        },
+        data: bytes::Bytes::new(),
+    }
 }
 
 /// The longest prefix of `entries` whose total size stays within `max_bytes`, but at least one

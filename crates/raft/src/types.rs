@@ -86,7 +86,10 @@ impl ConfigState {
         let mut voters: Vec<NodeId> = voters.into_iter().collect();
         voters.sort_unstable();
         voters.dedup();
-        ConfigState { voters, ..ConfigState::default() }
+        ConfigState {
+            voters,
+            ..ConfigState::default()
+        }
     }
 
     /// True while the configuration is joint.
@@ -163,7 +166,10 @@ pub struct ConfigChange {
 impl ConfigChange {
     /// A change made of the given steps with the automatic transition.
     pub fn new(steps: impl IntoIterator<Item = ConfigChangeStep>) -> ConfigChange {
-        ConfigChange { steps: steps.into_iter().collect(), transition: ConfigTransition::Auto }
+        ConfigChange {
+            steps: steps.into_iter().collect(),
+            transition: ConfigTransition::Auto,
+        }
     }
 
     /// The change that leaves a joint configuration.
@@ -326,9 +332,13 @@ impl MessageBody {
     pub fn kind_name(&self) -> &'static str {
         match self {
             MessageBody::VoteRequest { pre_vote: true, .. } => "PreVote",
-            MessageBody::VoteRequest { pre_vote: false, .. } => "Vote",
+            MessageBody::VoteRequest {
+                pre_vote: false, ..
+            } => "Vote",
             MessageBody::VoteResponse { pre_vote: true, .. } => "PreVoteResponse",
-            MessageBody::VoteResponse { pre_vote: false, .. } => "VoteResponse",
+            MessageBody::VoteResponse {
+                pre_vote: false, ..
+            } => "VoteResponse",
             MessageBody::AppendEntries { .. } => "AppendEntries",
             MessageBody::AppendEntriesResponse { .. } => "AppendEntriesResponse",
             MessageBody::Heartbeat { .. } => "Heartbeat",

@@ -6,7 +6,9 @@ mod harness;
 use std::path::PathBuf;
 
 fn transcript(name: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(format!("{name}.txt"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(format!("{name}.txt"));
     harness::run_transcript(&path);
 }
 

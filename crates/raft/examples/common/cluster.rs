@@ -43,8 +43,12 @@ impl Cluster {
                 Node::new(Config::new(id), storage).expect("valid config")
             })
             .collect();
-        let mut cluster =
-            Cluster { nodes, in_flight: Vec::new(), applied_entries: vec![0; 3], applied_index: vec![0; 3] };
+        let mut cluster = Cluster {
+            nodes,
+            in_flight: Vec::new(),
+            applied_entries: vec![0; 3],
+            applied_index: vec![0; 3],
+        };
         cluster.nodes[0].campaign_now();
         loop {
             let progressed = cluster.step_all();
@@ -111,17 +115,28 @@ impl Cluster {
         let start_applied: Vec<u64> = self.applied_entries.clone();
         let start = Instant::now();
         let mut proposed = 0;
-        while self.applied_entries.iter().zip(&start_applied).any(|(now, before)| now - before < total) {
+        while self
+            .applied_entries
+            .iter()
+            .zip(&start_applied)
+            .any(|(now, before)| now - before < total)
+        {
             if proposed < total {
                 let count = batch.min(total - proposed);
                 for position in 0..count as usize {
-                    let payload = buffer.slice(position * payload_bytes..(position + 1) * payload_bytes);
-                    self.nodes[0].propose(payload).expect("the leader takes proposals");
+                    let payload =
+                        buffer.slice(position * payload_bytes..(position + 1) * payload_bytes);
+                    self.nodes[0]
+                        .propose(payload)
+                        .expect("the leader takes proposals");
                 }
                 proposed += count;
             }
             self.step_all();
         }
-        Measurement { entries: total, elapsed: start.elapsed() }
+        Measurement {
+            entries: total,
+            elapsed: start.elapsed(),
+        }
     }
 }

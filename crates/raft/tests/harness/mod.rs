@@ -98,7 +98,10 @@ fn describe_change(change: &ConfigChange) -> String {
 }
 
 fn describe_ids(ids: &[NodeId]) -> String {
-    ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn describe_config(config: &ConfigState) -> String {
@@ -110,33 +113,72 @@ fn describe_config(config: &ConfigState) -> String {
         write!(text, " learners=({})", describe_ids(&config.learners)).unwrap();
     }
     if !config.learners_next.is_empty() {
-        write!(text, " learners-next=({})", describe_ids(&config.learners_next)).unwrap();
+        write!(
+            text,
+            " learners-next=({})",
+            describe_ids(&config.learners_next)
+        )
+        .unwrap();
     }
     text
 }
 
 /// One line per message, in the paper's vocabulary.
 pub fn describe_message(message: &Message) -> String {
-    let head = format!("{}->{} {} term={}", message.from, message.to, message.body.kind_name(), message.term);
+    let head = format!(
+        "{}->{} {} term={}",
+        message.from,
+        message.to,
+        message.body.kind_name(),
+        message.term
+    );
     let tail = match &message.body {
-        MessageBody::VoteRequest { last_log_index, last_log_term, leadership_transfer, .. } => {
-            let transfer = if *leadership_transfer { " transfer" } else { "" };
+        MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+            ..
+        } => {
+            let transfer = if *leadership_transfer {
+                " transfer"
+            } else {
+                ""
+            };
             format!(" last={last_log_index}/{last_log_term}{transfer}")
         }
         MessageBody::VoteResponse { granted, .. } => {
-            if *granted { " granted".into() } else { " rejected".into() }
+            if *granted {
+                " granted".into()
+            } else {
+                " rejected".into()
+            }
         }
-        MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => {
             let entries: Vec<String> = entries.iter().map(describe_entry).collect();
-            format!(" prev={prev_log_index}/{prev_log_term} commit={leader_commit} entries=[{}]", entries.join(", "))
+            format!(
+                " prev={prev_log_index}/{prev_log_term} commit={leader_commit} entries=[{}]",
+                entries.join(", ")
+            )
         }
         MessageBody::AppendEntriesResponse { outcome } => match outcome {
             AppendOutcome::Accepted { match_index } => format!(" accepted match={match_index}"),
-            AppendOutcome::Rejected { rejected_index, hint_index, hint_term } => {
+            AppendOutcome::Rejected {
+                rejected_index,
+                hint_index,
+                hint_term,
+            } => {
                 format!(" rejected index={rejected_index} hint={hint_index}/{hint_term}")
             }
         },
-        MessageBody::Heartbeat { leader_commit, read_round } => {
+        MessageBody::Heartbeat {
+            leader_commit,
+            read_round,
+        } => {
             format!(" commit={leader_commit} round={read_round}")
         }
         MessageBody::HeartbeatResponse { read_round } => format!(" round={read_round}"),
@@ -148,7 +190,9 @@ pub fn describe_message(message: &Message) -> String {
         ),
         MessageBody::TimeoutNow => String::new(),
         MessageBody::ReadIndexRequest { context } => format!(" context={context}"),
-        MessageBody::ReadIndexResponse { context, index } => format!(" context={context} index={index}"),
+        MessageBody::ReadIndexResponse { context, index } => {
+            format!(" context={context} index={index}")
+        }
     };
     head + &tail
 }
@@ -159,22 +203,38 @@ fn matches_filters(message: &Message, filters: &[String]) -> bool {
         return true;
     }
     filters.iter().any(|filter| {
-        let (from, to) = filter.split_once("->").unwrap_or_else(|| panic!("bad filter {filter}"));
-        let ok = |pattern: &str, id: NodeId| pattern == "*" || pattern.parse::<NodeId>().ok() == Some(id);
+        let (from, to) = filter
+            .split_once("->")
+            .unwrap_or_else(|| panic!("bad filter {filter}"));
+        let ok = |pattern: &str, id: NodeId| {
+            pattern == "*" || pattern.parse::<NodeId>().ok() == Some(id)
+        };
         ok(from, message.from) && ok(to, message.to)
     })
 }
 
 impl Cluster {
     fn new() -> Cluster {
-        Cluster { members: BTreeMap::new(), queue: Vec::new(), stash: Vec::new(), partition: None, base_config: Config::new(1) }
+        Cluster {
+            members: BTreeMap::new(),
+            queue: Vec::new(),
+            stash: Vec::new(),
+            partition: None,
+            base_config: Config::new(1),
+        }
     }
 
     fn node_ids(&self, words: &[&str]) -> Vec<NodeId> {
         if words.first() == Some(&"all") {
             return self.members.keys().copied().collect();
         }
-        words.iter().map(|word| word.parse().unwrap_or_else(|_| panic!("not a node id: {word}"))).collect()
+        words
+            .iter()
+            .map(|word| {
+                word.parse()
+                    .unwrap_or_else(|_| panic!("not a node id: {word}"))
+            })
+            .collect()
     }
 
     fn node(&mut self, id: NodeId) -> &mut Node<MemoryStorage> {
@@ -189,20 +249,43 @@ impl Cluster {
     fn start_member(&mut self, id: NodeId, storage: MemoryStorage) {
         let mut config = self.base_config.clone();
         config.id = id;
-        config.random_seed = self.base_config.random_seed.wrapping_mul(31).wrapping_add(id);
+        config.random_seed = self
+            .base_config
+            .random_seed
+            .wrapping_mul(31)
+            .wrapping_add(id);
         let node = Node::new(config.clone(), storage.clone()).expect("valid config");
-        self.members.insert(id, Member { node: Some(node), storage, config, applied: Vec::new(), reads: Vec::new() });
+        self.members.insert(
+            id,
+            Member {
+                node: Some(node),
+                storage,
+                config,
+                applied: Vec::new(),
+                reads: Vec::new(),
+            },
+        );
     }
 
     /// Handles every Ready of one node the way a server would; returns what it printed.
     fn process(&mut self, id: NodeId, out: &mut String) {
         let member = self.members.get_mut(&id).expect("member exists");
-        let Some(node) = member.node.as_mut() else { return };
+        let Some(node) = member.node.as_mut() else {
+            return;
+        };
         while node.has_ready() {
             let ready = node.ready();
             if let Some(soft) = ready.soft_state {
-                let leader = soft.leader.map_or("none".to_string(), |leader| leader.to_string());
-                writeln!(out, "{id} is {} at term {} (leader {leader})", role_name(soft.role), node.term()).unwrap();
+                let leader = soft
+                    .leader
+                    .map_or("none".to_string(), |leader| leader.to_string());
+                writeln!(
+                    out,
+                    "{id} is {} at term {} (leader {leader})",
+                    role_name(soft.role),
+                    node.term()
+                )
+                .unwrap();
             }
             // 1. Persist.
             if let Some(snapshot) = &ready.snapshot {
@@ -217,14 +300,22 @@ impl Cluster {
             self.queue.extend(ready.messages);
             // 3. Apply.
             if let Some(snapshot) = &ready.snapshot {
-                member.applied.push(format!("snapshot {}/{}", snapshot.meta.index, snapshot.meta.term));
+                member.applied.push(format!(
+                    "snapshot {}/{}",
+                    snapshot.meta.index, snapshot.meta.term
+                ));
             }
             for entry in &ready.committed_entries {
                 member.applied.push(describe_entry(entry));
             }
             // 4. Reads.
             for read in &ready.read_states {
-                writeln!(out, "{id} read context={} index={}", read.context, read.index).unwrap();
+                writeln!(
+                    out,
+                    "{id} read context={} index={}",
+                    read.context, read.index
+                )
+                .unwrap();
             }
             member.reads.extend(ready.read_states);
             node.advance();
@@ -248,12 +339,16 @@ impl Cluster {
     /// Delivers the queued messages that match; returns true if any was delivered.
     fn deliver(&mut self, filters: &[String], out: &mut String) -> bool {
         let queued = std::mem::take(&mut self.queue);
-        let (chosen, kept): (Vec<Message>, Vec<Message>) =
-            queued.into_iter().partition(|message| matches_filters(message, filters));
+        let (chosen, kept): (Vec<Message>, Vec<Message>) = queued
+            .into_iter()
+            .partition(|message| matches_filters(message, filters));
         self.queue = kept;
         let delivered = !chosen.is_empty();
         for message in chosen {
-            let alive = self.members.get(&message.to).is_some_and(|member| member.node.is_some());
+            let alive = self
+                .members
+                .get(&message.to)
+                .is_some_and(|member| member.node.is_some());
             if !self.connected(message.from, message.to) || !alive {
                 writeln!(out, "{} (dropped)", describe_message(&message)).unwrap();
                 continue;
@@ -273,7 +368,9 @@ impl Cluster {
                 "joint" => change.transition = ConfigTransition::JointAutoLeave,
                 "explicit" => change.transition = ConfigTransition::JointExplicitLeave,
                 _ => {
-                    let (kind, id) = word.split_once('=').unwrap_or_else(|| panic!("bad step {word}"));
+                    let (kind, id) = word
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad step {word}"));
                     let id: NodeId = id.parse().expect("node id");
                     change.steps.push(match kind {
                         "add-voter" => ConfigChangeStep::AddVoter(id),
@@ -289,10 +386,17 @@ impl Cluster {
 
     fn describe_status(&mut self, id: NodeId) -> String {
         let member = &self.members[&id];
-        let Some(node) = member.node.as_ref() else { return format!("{id}: crashed") };
+        let Some(node) = member.node.as_ref() else {
+            return format!("{id}: crashed");
+        };
         let status = node.status();
-        let leader = status.leader.map_or("none".to_string(), |leader| leader.to_string());
-        let vote = status.hard_state.vote.map_or("none".to_string(), |vote| vote.to_string());
+        let leader = status
+            .leader
+            .map_or("none".to_string(), |leader| leader.to_string());
+        let vote = status
+            .hard_state
+            .vote
+            .map_or("none".to_string(), |vote| vote.to_string());
         format!(
             "{id}: {} term={} vote={vote} leader={leader} commit={} applied={} last={} {}",
             role_name(status.role),
@@ -306,25 +410,37 @@ impl Cluster {
 
     fn expect(&mut self, id: NodeId, checks: &[&str]) -> Result<(), String> {
         let member = &self.members[&id];
-        let node = member.node.as_ref().ok_or_else(|| format!("node {id} is crashed"))?;
+        let node = member
+            .node
+            .as_ref()
+            .ok_or_else(|| format!("node {id} is crashed"))?;
         let status = node.status();
         for check in checks {
-            let (field, want) = check.split_once('=').ok_or_else(|| format!("bad check {check}"))?;
+            let (field, want) = check
+                .split_once('=')
+                .ok_or_else(|| format!("bad check {check}"))?;
             let actual = match field {
                 "role" => role_name(status.role).to_string(),
                 "term" => status.hard_state.term.to_string(),
                 "commit" => status.hard_state.commit.to_string(),
                 "applied" => status.applied_index.to_string(),
                 "last" => status.last_index.to_string(),
-                "leader" => status.leader.map_or("none".into(), |leader| leader.to_string()),
-                "vote" => status.hard_state.vote.map_or("none".into(), |vote| vote.to_string()),
+                "leader" => status
+                    .leader
+                    .map_or("none".into(), |leader| leader.to_string()),
+                "vote" => status
+                    .hard_state
+                    .vote
+                    .map_or("none".into(), |vote| vote.to_string()),
                 "voters" => describe_ids(&status.config.voters),
                 "learners" => describe_ids(&status.config.learners),
                 "joint" => status.config.is_joint().to_string(),
                 _ => return Err(format!("unknown field {field}")),
             };
             if actual != want {
-                return Err(format!("node {id}: expected {field}={want}, found {field}={actual}"));
+                return Err(format!(
+                    "node {id}: expected {field}={want}, found {field}={actual}"
+                ));
             }
         }
         Ok(())
@@ -333,7 +449,9 @@ impl Cluster {
     /// Runs one command line; returns its output or a failed assertion.
     pub fn run(&mut self, line: &str, out: &mut String) -> Result<(), String> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let Some((&command, args)) = words.split_first() else { return Ok(()) };
+        let Some((&command, args)) = words.split_first() else {
+            return Ok(());
+        };
         match command {
             "cluster" => {
                 let mut voters = Vec::new();
@@ -359,11 +477,17 @@ impl Cluster {
                     } else if *arg == "lease-reads" {
                         config.read_mode = ReadMode::LeaseBased;
                     } else {
-                        voters.push(arg.parse::<NodeId>().unwrap_or_else(|_| panic!("bad argument {arg}")));
+                        voters.push(
+                            arg.parse::<NodeId>()
+                                .unwrap_or_else(|_| panic!("bad argument {arg}")),
+                        );
                     }
                 }
                 self.base_config = config;
-                let state = ConfigState { learners: learners.clone(), ..ConfigState::with_voters(voters.clone()) };
+                let state = ConfigState {
+                    learners: learners.clone(),
+                    ..ConfigState::with_voters(voters.clone())
+                };
                 for id in voters.iter().chain(&learners) {
                     self.start_member(*id, MemoryStorage::new_with_config(state.clone()));
                 }
@@ -376,8 +500,15 @@ impl Cluster {
                 writeln!(out, "ok").unwrap();
             }
             "tick" => {
-                let count: u64 = if args.len() >= 2 { args[args.len() - 1].parse().unwrap_or(1) } else { 1 };
-                let ids_words = if args.len() >= 2 && args[args.len() - 1].parse::<u64>().is_ok() && args[0] != "all" {
+                let count: u64 = if args.len() >= 2 {
+                    args[args.len() - 1].parse().unwrap_or(1)
+                } else {
+                    1
+                };
+                let ids_words = if args.len() >= 2
+                    && args[args.len() - 1].parse::<u64>().is_ok()
+                    && args[0] != "all"
+                {
                     &args[..args.len() - 1]
                 } else if args.first() == Some(&"all") {
                     &args[..1]
@@ -475,7 +606,11 @@ impl Cluster {
                         }
                     }
                     if quiet {
-                        step_out = step_out.lines().filter(|line| !line.contains("->")).map(|line| format!("{line}\n")).collect();
+                        step_out = step_out
+                            .lines()
+                            .filter(|line| !line.contains("->"))
+                            .map(|line| format!("{line}\n"))
+                            .collect();
                     }
                     out.push_str(&step_out);
                 }
@@ -491,9 +626,14 @@ impl Cluster {
                         }
                     }
                 }
-                let current: Vec<_> = leaders.iter().filter(|(_, term)| *term == highest_term).collect();
+                let current: Vec<_> = leaders
+                    .iter()
+                    .filter(|(_, term)| *term == highest_term)
+                    .collect();
                 if current.len() != 1 {
-                    return Err(format!("expected one leader at term {highest_term}, found {leaders:?}"));
+                    return Err(format!(
+                        "expected one leader at term {highest_term}, found {leaders:?}"
+                    ));
                 }
                 writeln!(out, "leader {} at term {}", current[0].0, current[0].1).unwrap();
             }
@@ -520,8 +660,15 @@ impl Cluster {
             }
             "inject" => {
                 // `at=N` hands the message to node N whatever its address says.
-                let receiver = args.iter().find_map(|arg| arg.strip_prefix("at=")).map(|id| id.parse::<NodeId>().expect("id"));
-                let words: Vec<&str> = args.iter().copied().filter(|arg| !arg.starts_with("at=")).collect();
+                let receiver = args
+                    .iter()
+                    .find_map(|arg| arg.strip_prefix("at="))
+                    .map(|id| id.parse::<NodeId>().expect("id"));
+                let words: Vec<&str> = args
+                    .iter()
+                    .copied()
+                    .filter(|arg| !arg.starts_with("at="))
+                    .collect();
                 let message = parse_message(&words)?;
                 writeln!(out, "{}", describe_message(&message)).unwrap();
                 let to = receiver.unwrap_or(message.to);
@@ -574,14 +721,16 @@ impl Cluster {
                     let member = self.members.get_mut(&id).expect("member");
                     member.node = None;
                     member.applied.clear();
-                    self.queue.retain(|message| message.to != id && message.from != id);
+                    self.queue
+                        .retain(|message| message.to != id && message.from != id);
                     writeln!(out, "{id} crashed").unwrap();
                 }
             }
             "restart" => {
                 for id in self.node_ids(args) {
                     let member = self.members.get_mut(&id).expect("member");
-                    let node = Node::new(member.config.clone(), member.storage.clone()).expect("valid config");
+                    let node = Node::new(member.config.clone(), member.storage.clone())
+                        .expect("valid config");
                     member.node = Some(node);
                     writeln!(out, "{id} restarted").unwrap();
                     self.process(id, out);
@@ -592,16 +741,24 @@ impl Cluster {
                 let index: u64 = args[1].parse().expect("index");
                 let node = self.node(id);
                 let config = node.config_state().clone();
-                assert!(index <= node.applied_index(), "compact beyond the applied index");
+                assert!(
+                    index <= node.applied_index(),
+                    "compact beyond the applied index"
+                );
                 let storage = node.storage_mut();
-                let created = storage.create_snapshot(index, config, Bytes::from(format!("state@{index}")));
+                let created =
+                    storage.create_snapshot(index, config, Bytes::from(format!("state@{index}")));
                 storage.compact(index);
                 let first = storage.first_index();
                 self.members.get_mut(&id).unwrap().storage = self.node(id).storage().clone();
                 writeln!(out, "{id} snapshot={created} first-index={first}").unwrap();
             }
             "status" => {
-                let ids = if args.is_empty() { self.members.keys().copied().collect() } else { self.node_ids(args) };
+                let ids = if args.is_empty() {
+                    self.members.keys().copied().collect()
+                } else {
+                    self.node_ids(args)
+                };
                 for id in ids {
                     let line = self.describe_status(id);
                     writeln!(out, "{line}").unwrap();
@@ -614,7 +771,10 @@ impl Cluster {
                 let last = node.last_index();
                 let mut entries = Vec::new();
                 if last >= first {
-                    entries = node.storage().entries(first, node.storage().last_index() + 1, u64::MAX).unwrap_or_default();
+                    entries = node
+                        .storage()
+                        .entries(first, node.storage().last_index() + 1, u64::MAX)
+                        .unwrap_or_default();
                 }
                 let described: Vec<String> = entries.iter().map(describe_entry).collect();
                 writeln!(out, "{id}: first={first} [{}]", described.join(", ")).unwrap();
@@ -628,7 +788,9 @@ impl Cluster {
                 let id = self.node_ids(args)[0];
                 // Only the counters that moved, one per line.
                 let counters = format!("{:?}", self.node(id).counters());
-                let inner = counters.trim_start_matches("Counters {").trim_end_matches('}');
+                let inner = counters
+                    .trim_start_matches("Counters {")
+                    .trim_end_matches('}');
                 for field in inner.split(',') {
                     let field = field.trim();
                     if !field.is_empty() && !field.ends_with(": 0") {
@@ -649,7 +811,8 @@ impl Cluster {
 
 /// Runs a transcript file; with `REWRITE=1` in the environment, writes the actual output back.
 pub fn run_transcript(path: &std::path::Path) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     let rewrite = std::env::var_os("REWRITE").is_some();
     let mut cluster = Cluster::new();
     let mut rewritten = String::new();
@@ -687,7 +850,10 @@ pub fn run_transcript(path: &std::path::Path) {
         for command in &commands {
             if let Err(failure) = cluster.run(command, &mut actual) {
                 actual.push_str(&format!("FAILED: {failure}\n"));
-                failures.push(format!("{}:{block_start}: `{command}` failed: {failure}", path.display()));
+                failures.push(format!(
+                    "{}:{block_start}: `{command}` failed: {failure}",
+                    path.display()
+                ));
             }
         }
         if actual.is_empty() {
@@ -710,11 +876,19 @@ pub fn run_transcript(path: &std::path::Path) {
     if rewrite {
         std::fs::write(path, rewritten).expect("rewrite transcript");
     }
-    assert!(failures.is_empty(), "assertions failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "assertions failed:\n{}",
+        failures.join("\n")
+    );
     if rewrite {
         return;
     }
-    assert!(mismatches.is_empty(), "transcript differs:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "transcript differs:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 /// Parses a message written as `describe_message` prints it (entries, if any, as `data` only).
@@ -736,56 +910,112 @@ fn parse_message(words: &[&str]) -> Result<Message, String> {
         }
     }
     let number = |key: &str| -> Result<u64, String> {
-        fields.get(key).ok_or(format!("missing {key}"))?.parse().map_err(|_| format!("bad {key}"))
+        fields
+            .get(key)
+            .ok_or(format!("missing {key}"))?
+            .parse()
+            .map_err(|_| format!("bad {key}"))
     };
     let pair = |key: &str| -> Result<(u64, u64), String> {
         let value = fields.get(key).ok_or(format!("missing {key}"))?;
-        let (index, term) = value.split_once('/').ok_or(format!("{key} is INDEX/TERM"))?;
-        Ok((index.parse().map_err(|_| "bad index")?, term.parse().map_err(|_| "bad term")?))
+        let (index, term) = value
+            .split_once('/')
+            .ok_or(format!("{key} is INDEX/TERM"))?;
+        Ok((
+            index.parse().map_err(|_| "bad index")?,
+            term.parse().map_err(|_| "bad term")?,
+        ))
     };
     let term = number("term")?;
     let body = match kind {
         "Vote" | "PreVote" => {
             let (last_log_index, last_log_term) = pair("last")?;
-            MessageBody::VoteRequest { pre_vote: kind == "PreVote", last_log_index, last_log_term, leadership_transfer: flags.contains("transfer") }
+            MessageBody::VoteRequest {
+                pre_vote: kind == "PreVote",
+                last_log_index,
+                last_log_term,
+                leadership_transfer: flags.contains("transfer"),
+            }
         }
-        "VoteResponse" | "PreVoteResponse" => {
-            MessageBody::VoteResponse { pre_vote: kind == "PreVoteResponse", granted: flags.contains("granted") }
-        }
+        "VoteResponse" | "PreVoteResponse" => MessageBody::VoteResponse {
+            pre_vote: kind == "PreVoteResponse",
+            granted: flags.contains("granted"),
+        },
         "AppendEntries" => {
             let (prev_log_index, prev_log_term) = pair("prev")?;
-            let data: Vec<&str> = fields.get("entries").map(|list| list.split(',').filter(|item| !item.is_empty()).collect()).unwrap_or_default();
+            let data: Vec<&str> = fields
+                .get("entries")
+                .map(|list| list.split(',').filter(|item| !item.is_empty()).collect())
+                .unwrap_or_default();
             let entries = data
                 .iter()
                 .enumerate()
-                .map(|(position, item)| Entry { term, index: prev_log_index + 1 + position as u64, payload: EntryPayload::Normal(Bytes::from(item.to_string())) })
+                .map(|(position, item)| Entry {
+                    term,
+                    index: prev_log_index + 1 + position as u64,
+                    payload: EntryPayload::Normal(Bytes::from(item.to_string())),
+                })
                 .collect();
-            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit: number("commit")? }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: number("commit")?,
+            }
         }
         "AppendEntriesResponse" => {
             let outcome = if flags.contains("accepted") {
-                AppendOutcome::Accepted { match_index: number("match")? }
+                AppendOutcome::Accepted {
+                    match_index: number("match")?,
+                }
             } else {
                 let (hint_index, hint_term) = pair("hint")?;
-                AppendOutcome::Rejected { rejected_index: number("index")?, hint_index, hint_term }
+                AppendOutcome::Rejected {
+                    rejected_index: number("index")?,
+                    hint_index,
+                    hint_term,
+                }
             };
             MessageBody::AppendEntriesResponse { outcome }
         }
-        "Heartbeat" => MessageBody::Heartbeat { leader_commit: number("commit")?, read_round: number("round").unwrap_or(0) },
-        "HeartbeatResponse" => MessageBody::HeartbeatResponse { read_round: number("round").unwrap_or(0) },
+        "Heartbeat" => MessageBody::Heartbeat {
+            leader_commit: number("commit")?,
+            read_round: number("round").unwrap_or(0),
+        },
+        "HeartbeatResponse" => MessageBody::HeartbeatResponse {
+            read_round: number("round").unwrap_or(0),
+        },
         "InstallSnapshot" => {
             let (index, snapshot_term) = pair("snapshot")?;
-            let voters = fields.get("voters").map(|list| list.split(',').map(|id| id.parse().expect("id")).collect::<Vec<NodeId>>()).unwrap_or_default();
+            let voters = fields
+                .get("voters")
+                .map(|list| {
+                    list.split(',')
+                        .map(|id| id.parse().expect("id"))
+                        .collect::<Vec<NodeId>>()
+                })
+                .unwrap_or_default();
             MessageBody::InstallSnapshot {
                 snapshot: raft::Snapshot {
-                    meta: raft::SnapshotMeta { index, term: snapshot_term, config: ConfigState::with_voters(voters) },
+                    meta: raft::SnapshotMeta {
+                        index,
+                        term: snapshot_term,
+                        config: ConfigState::with_voters(voters),
+                    },
                     data: Bytes::from_static(b"injected"),
                 },
             }
         }
         "TimeoutNow" => MessageBody::TimeoutNow,
-        "ReadIndexRequest" => MessageBody::ReadIndexRequest { context: number("context")? },
+        "ReadIndexRequest" => MessageBody::ReadIndexRequest {
+            context: number("context")?,
+        },
         _ => return Err(format!("unknown message kind {kind}")),
     };
-    Ok(Message { from, to, term, body })
+    Ok(Message {
+        from,
+        to,
+        term,
+        body,
+    })
 }
