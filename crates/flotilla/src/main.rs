@@ -1,0 +1,227 @@
+//! `flotilla`: Flotilla's command line. For now it runs the deterministic cluster simulator;
+//! the server, the development cluster and the benchmarks will be further subcommands.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sim::{FaultSet, Outcome, SimConfig};
+
+/// Flotilla: a Raft consensus engine and an etcd-compatible key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands. Rationale: one enum, so that `serve`, `dev` and `bench` join as variants.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the deterministic cluster simulator over many seeds, or replay one seed.
+    Sim(SimArgs),
+}
+
+/// Arguments of `flotilla sim`.
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// How many seeds to run, starting at --first-seed.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed of the batch.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Run exactly this seed (a replay); prints its trace hash, and its events with --trace.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Cluster sizes (founding voters), comma separated; seed i uses size i mod the list.
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    nodes: Vec<usize>,
+    /// Client operations per seed, at most.
+    #[arg(long, default_value_t = 200)]
+    ops: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Ticks of fault injection before everything heals.
+    #[arg(long, default_value_t = 1000)]
+    chaos_ticks: u64,
+    /// Faults the seeds may choose: all, none, or a comma-separated list of partition, loss,
+    /// duplicate, delay, crash, pause, clock, membership, transfer, lease.
+    #[arg(long, default_value = "all")]
+    faults: FaultSet,
+    /// With --seed: print every event.
+    #[arg(long)]
+    trace: bool,
+    /// How many recent events a failure report shows.
+    #[arg(long, default_value_t = 40)]
+    last_events: usize,
+    /// Worker threads; every seed's run is the same whatever the count.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => run_sim(args),
+    }
+}
+
+impl SimArgs {
+    fn config(&self, nodes: usize, keep_trace: bool) -> SimConfig {
+        SimConfig {
+            nodes,
+            ops: self.ops,
+            clients: self.clients,
+            chaos_ticks: self.chaos_ticks,
+            faults: self.faults,
+            recent_events: self.last_events,
+            keep_trace,
+            ..SimConfig::default()
+        }
+    }
+
+    fn nodes_for(&self, seed: u64) -> usize {
+        self.nodes[(seed % self.nodes.len() as u64) as usize]
+    }
+
+    /// The command that replays `seed` exactly.
+    fn replay_command(&self, seed: u64, nodes: usize) -> String {
+        format!(
+            "cargo run --release -p flotilla -- sim --seed {seed} --nodes {nodes} --ops {} --clients {} \
+             --chaos-ticks {} --faults {} --trace",
+            self.ops, self.clients, self.chaos_ticks, self.faults
+        )
+    }
+}
+
+fn validate(args: &SimArgs) -> Result<(), String> {
+    if args.nodes.is_empty() || args.nodes.iter().any(|&nodes| nodes == 0 || nodes > 32) {
+        return Err("--nodes takes cluster sizes from 1 to 32".into());
+    }
+    if args.clients == 0 {
+        return Err("--clients must be at least 1".into());
+    }
+    if args.chaos_ticks == 0 {
+        return Err("--chaos-ticks must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn run_sim(args: SimArgs) -> ExitCode {
+    if let Err(message) = validate(&args) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    // Panics inside a run are caught and reported as violations with their message; the
+    // default hook would also print each to stderr, in the middle of the progress bar.
+    std::panic::set_hook(Box::new(|_| {}));
+    match args.seed {
+        Some(seed) => replay(&args, seed),
+        None => batch(&args),
+    }
+}
+
+fn replay(args: &SimArgs, seed: u64) -> ExitCode {
+    let nodes = args.nodes[0];
+    let started = Instant::now();
+    let outcome = sim::run(seed, &args.config(nodes, args.trace));
+    let elapsed = started.elapsed();
+    if let Some(trace) = &outcome.trace {
+        for line in trace {
+            println!("{line}");
+        }
+    }
+    let stats = outcome.stats;
+    println!(
+        "seed {seed} ({nodes} nodes): {} events, {} ticks, {} ops ({} completed, {} indeterminate), \
+         term {}, commit {}, {} crashes, {} reads; trace hash {:016x}; {:.1} ms",
+        stats.events,
+        stats.ticks,
+        stats.ops_invoked,
+        stats.ops_completed,
+        stats.ops_indeterminate,
+        stats.max_term,
+        stats.committed_index,
+        stats.crashes,
+        if stats.lease_reads { "lease" } else { "ReadIndex" },
+        outcome.trace_hash,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    if outcome.violation.is_some() {
+        report_failure(args, &outcome, nodes);
+        return ExitCode::FAILURE;
+    }
+    println!("1 seeds, 0 violations");
+    ExitCode::SUCCESS
+}
+
+fn report_failure(args: &SimArgs, outcome: &Outcome, nodes: usize) {
+    let violation = outcome.violation.as_ref().expect("a failed outcome");
+    println!("FAILED: seed {} ({nodes} nodes): {violation}", outcome.seed);
+    println!("the last {} events before it:", outcome.recent_events.len());
+    for line in &outcome.recent_events {
+        println!("  {line}");
+    }
+    println!("replay: {}", args.replay_command(outcome.seed, nodes));
+}
+
+fn batch(args: &SimArgs) -> ExitCode {
+    let progress = ProgressBar::new(args.seeds);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds, {per_sec}, eta {eta} {msg}")
+            .expect("a valid template"),
+    );
+    let next = AtomicU64::new(0);
+    let failures: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    let ops = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            scope.spawn(|| loop {
+                let offset = next.fetch_add(1, Ordering::Relaxed);
+                if offset >= args.seeds {
+                    break;
+                }
+                let seed = args.first_seed + offset;
+                let outcome = sim::run(seed, &args.config(args.nodes_for(seed), false));
+                ops.fetch_add(outcome.stats.ops_invoked, Ordering::Relaxed);
+                if outcome.violation.is_some() {
+                    let mut failures = failures.lock().expect("no worker panics");
+                    failures.push(outcome);
+                    progress.set_message(format!("{} violations", failures.len()));
+                }
+                progress.inc(1);
+            });
+        }
+    });
+    progress.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut failures = failures.into_inner().expect("no worker panics");
+    failures.sort_by_key(|outcome| outcome.seed);
+    println!("{} seeds, {} violations", args.seeds, failures.len());
+    println!(
+        "({} client operations in {elapsed:.1} s: {:.0} seeds/s with {} job(s); cluster sizes {:?}, faults {})",
+        ops.load(Ordering::Relaxed),
+        args.seeds as f64 / elapsed.max(1e-9),
+        args.jobs.max(1),
+        args.nodes,
+        args.faults
+    );
+    let Some(first) = failures.first() else {
+        return ExitCode::SUCCESS;
+    };
+    if failures.len() > 1 {
+        let seeds: Vec<String> = failures
+            .iter()
+            .map(|outcome| outcome.seed.to_string())
+            .collect();
+        println!("failing seeds: {}", seeds.join(" "));
+    }
+    report_failure(args, first, args.nodes_for(first.seed));
+    ExitCode::FAILURE
+}

@@ -1,0 +1,2277 @@
+//! One simulation run: a cluster of real [`Node`]s, a simulated clock and network, a nemesis
+//! that injects faults, clients, and the invariant checks, all in one thread and driven by one
+//! seeded random stream.
+//!
+//! Everything that happens is an event in one queue ordered by (time, sequence number), so the
+//! order is total and the same on every run of a seed. Time is counted in units of which
+//! [`TICK`] make one node tick; each node ticks at its own moments, about once per [`TICK`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use raft::{
+    Config, ConfigChange, ConfigChangeStep, ConfigState, ConfigTransition, EntryPayload, HardState,
+    LogStorage, MemoryStorage, Message, MessageBody, Node, NodeId, ProposeError, ReadMode, Ready,
+    Role,
+};
+
+use crate::config::SimConfig;
+use crate::invariants::{Invariants, Violation};
+use crate::kv::{Action, Answer, ClientId, Command, KvStore};
+use crate::linearizability::{self, History, Operation, OperationId, Response};
+use crate::rng::SimRng;
+use crate::trace::{DropReason, Event, MessageSummary, OpSummary, Trace};
+
+/// Time units per tick. Rationale: network delays are a fraction of a tick, so a unit finer than
+/// a tick lets messages arrive between two ticks, as they do on a real network.
+pub const TICK: u64 = 10;
+
+/// The election timeout range every node uses, in ticks (the core's defaults).
+const ELECTION_MIN_TICKS: u64 = 15;
+const ELECTION_MAX_TICKS: u64 = 30;
+
+/// Once the faults heal, a leader must be elected and a write commit within this many ticks:
+/// ten of the longest election timeouts.
+pub const LIVENESS_BOUND_TICKS: u64 = 10 * ELECTION_MAX_TICKS;
+
+/// A client waits this long for an answer before it tries another node.
+const ATTEMPT_TIMEOUT_TICKS: u64 = 3 * ELECTION_MAX_TICKS;
+
+/// A client gives up on an operation this long after invoking it; the outcome is then unknown.
+const OPERATION_DEADLINE_TICKS: u64 = 4 * ATTEMPT_TIMEOUT_TICKS;
+
+/// The most nodes the nemesis adds beyond the founding members.
+const JOINERS_MAX: u64 = 3;
+
+/// What a run found, and what it did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The hash of every event: equal for two runs of the same seed and code.
+    pub trace_hash: u64,
+    /// The first broken property, if any.
+    pub violation: Option<Violation>,
+    /// The events just before the violation (empty when there is none).
+    pub recent_events: Vec<String>,
+    /// Every event, when the configuration asked to keep them.
+    pub trace: Option<Vec<String>>,
+    /// Counts of what happened.
+    pub stats: Stats,
+}
+
+/// Counts of what a run did, for the summary and for tuning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events recorded in the trace.
+    pub events: u64,
+    /// Simulated time at the end, in ticks.
+    pub ticks: u64,
+    /// Client operations invoked.
+    pub ops_invoked: u64,
+    /// Client operations that got an answer.
+    pub ops_completed: u64,
+    /// Client operations given up on (outcome unknown).
+    pub ops_indeterminate: u64,
+    /// Messages delivered.
+    pub messages_delivered: u64,
+    /// Messages dropped.
+    pub messages_dropped: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// The highest term any node reached.
+    pub max_term: u64,
+    /// The highest committed index.
+    pub committed_index: u64,
+    /// Membership changes applied.
+    pub config_changes: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Whether this seed used lease-based reads.
+    pub lease_reads: bool,
+}
+
+/// Runs one seed. Never panics: a panic inside the core or the driver is reported as a
+/// violation of the property "no panic".
+pub fn run(seed: u64, config: &SimConfig) -> Outcome {
+    let mut simulation = Simulation::new(seed, config.clone());
+    let result = catch_unwind(AssertUnwindSafe(|| simulation.run_to_end()));
+    if let Err(payload) = result {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        let time = simulation.world.now;
+        simulation.world.fail(Violation {
+            property: "no panic",
+            detail: message,
+            time,
+        });
+    }
+    simulation.outcome(seed)
+}
+
+/// A node's lifecycle in the simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Up,
+    Crashed,
+    /// Removed from the configuration and shut down for good.
+    Removed,
+}
+
+/// One simulated server: the core, its durable storage and its state machine.
+struct SimNode {
+    id: NodeId,
+    config: Config,
+    /// `None` while crashed or removed.
+    node: Option<Node<MemoryStorage>>,
+    /// What survived the last crash. While the node runs, the storage inside the node is the
+    /// durable state: the driver writes to it only at the persist step of a Ready.
+    durable: MemoryStorage,
+    status: Status,
+    /// Counts restarts, so that events for an earlier life are ignored.
+    incarnation: u64,
+    kv: KvStore,
+    applied: u64,
+    /// The commit index this life has persisted, to check that it never goes backwards.
+    commit_seen: u64,
+    paused: bool,
+    /// Ticks that passed while paused, delivered at once on resume if `jump_on_resume`.
+    missed_ticks: u64,
+    jump_on_resume: bool,
+    /// Messages that arrived while paused.
+    held: Vec<Message>,
+    /// ReadIndex requests in flight: context to client.
+    pending_reads: BTreeMap<u64, ClientId>,
+    /// Reads the core released, waiting for the applied index: (read index, context, client).
+    released_reads: Vec<(u64, u64, ClientId)>,
+    /// Hard states sent before they were persisted (only with the planted bug).
+    deferred_hard_states: VecDeque<HardState>,
+    snapshot_index: u64,
+}
+
+/// What a client is doing.
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    /// For the write with this request id to be applied on the node.
+    Write(u64),
+    /// For the read with this context.
+    Read(u64),
+}
+
+/// A client's operation in flight.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    op: OpSummary,
+    history_id: OperationId,
+    request: u64,
+    attempts: u64,
+    invoked_at: u64,
+    /// The node, its incarnation, and what the client waits for there.
+    target: Option<(NodeId, u64, Waiting)>,
+}
+
+#[derive(Debug)]
+struct Client {
+    id: ClientId,
+    next_request: u64,
+    pending: Option<Pending>,
+    leader_hint: Option<NodeId>,
+    /// Bumped whenever the client's state changes, so that stale wake-ups are ignored.
+    generation: u64,
+}
+
+/// Feedback from the transport to a sender, applied between Readys.
+#[derive(Clone, Copy, Debug)]
+enum Feedback {
+    Unreachable {
+        sender: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+    },
+    Snapshot {
+        sender: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+        success: bool,
+    },
+}
+
+/// Something scheduled to happen.
+#[derive(Debug)]
+enum Ev {
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Deliver {
+        message: Message,
+        sender_incarnation: u64,
+    },
+    Feedback(Feedback),
+    ClientWake {
+        client: usize,
+        generation: u64,
+    },
+    Nemesis,
+    EndPartition {
+        generation: u64,
+    },
+    EndNetworkFaults {
+        generation: u64,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Crash {
+        node: NodeId,
+        incarnation: u64,
+        restart_at: u64,
+    },
+    Isolate {
+        node: NodeId,
+        until: u64,
+    },
+    Resume {
+        node: NodeId,
+        incarnation: u64,
+    },
+    DeferredHardState {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Heal,
+    Probe,
+}
+
+/// The simulated network's current faults.
+#[derive(Debug, Default)]
+struct Network {
+    /// Directed links that are cut: (from, to).
+    blocked: std::collections::BTreeSet<(NodeId, NodeId)>,
+    /// Nodes cut off from everyone, until the given time.
+    isolated_until: BTreeMap<NodeId, u64>,
+    partition_generation: u64,
+    loss_per_mille: u64,
+    duplicate_per_mille: u64,
+    spike_per_mille: u64,
+    spike_max: u64,
+    faults_generation: u64,
+}
+
+/// The parameters the seed chooses once at the start.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    lease_reads: bool,
+    pre_vote: bool,
+    check_quorum: bool,
+    message_bytes_max: u64,
+    inflight_messages_max: usize,
+    delay_max: u64,
+    snapshot_every: u64,
+    fault_gap_max_ticks: u64,
+    think_max_ticks: u64,
+    keys: u64,
+}
+
+/// What the nemesis can do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Partition,
+    Network,
+    Crash,
+    /// For a while, every node that grants a vote crashes right after and restarts at once.
+    CrashVoters,
+    /// For a while, every new leader is cut off or crashed moments after its election.
+    LeaderChurn,
+    Pause,
+    ClockJump,
+    Membership,
+    Transfer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Chaos,
+    Healed { at: u64 },
+    Done,
+}
+
+/// Everything but the nodes, so that a node and the world can be borrowed together.
+struct World {
+    config: SimConfig,
+    params: Params,
+    rng: SimRng,
+    now: u64,
+    sequence: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    network: Network,
+    trace: Trace,
+    invariants: Invariants,
+    violation: Option<Violation>,
+    violation_events: Vec<String>,
+    clients: Vec<Client>,
+    history: History,
+    next_value: u64,
+    next_context: u64,
+    /// The last value each key was seen to hold by a completed operation.
+    known_values: BTreeMap<u64, Option<u64>>,
+    /// Writes acknowledged to a client: (client, request).
+    acknowledged_writes: Vec<(ClientId, u64)>,
+    /// The newest applied configuration and the index of its entry.
+    latest_config: (u64, ConfigState),
+    /// Nodes that were ever in a configuration.
+    ever_member: std::collections::BTreeSet<NodeId>,
+    to_remove: Vec<NodeId>,
+    feedback: Vec<Feedback>,
+    /// Until this time the nemesis crashes every node that grants a vote, right after it sent
+    /// the grant, and restarts it at once.
+    crash_voters_until: u64,
+    /// Nodes to crash once the current event is handled, and when to restart them.
+    crash_requests: Vec<(NodeId, u64)>,
+    /// Until this time every new leader is crashed moments after its election: many short
+    /// terms whose leaders leave divergent, partly replicated tails (the paper's Figure 8).
+    leader_churn_until: u64,
+    phase: Phase,
+    probe_request: u64,
+    probe_done_at: Option<u64>,
+    stats: Stats,
+}
+
+/// The whole simulation.
+struct Simulation {
+    nodes: BTreeMap<NodeId, SimNode>,
+    world: World,
+    next_joiner: NodeId,
+}
+
+fn summarize(message: &Message) -> MessageSummary {
+    let (index, detail) = match &message.body {
+        MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            ..
+        } => (*last_log_index, *last_log_term),
+        MessageBody::VoteResponse { granted, .. } => (0, u64::from(*granted)),
+        MessageBody::AppendEntries {
+            prev_log_index,
+            entries,
+            ..
+        } => (*prev_log_index, entries.len() as u64),
+        MessageBody::AppendEntriesResponse { outcome } => match outcome {
+            raft::AppendOutcome::Accepted { match_index } => (*match_index, 1),
+            raft::AppendOutcome::Rejected { rejected_index, .. } => (*rejected_index, 0),
+        },
+        MessageBody::Heartbeat {
+            leader_commit,
+            read_round,
+        } => (*leader_commit, *read_round),
+        MessageBody::HeartbeatResponse { read_round } => (0, *read_round),
+        MessageBody::InstallSnapshot { snapshot } => (snapshot.meta.index, snapshot.meta.term),
+        MessageBody::TimeoutNow => (0, 0),
+        MessageBody::ReadIndexRequest { context } => (0, *context),
+        MessageBody::ReadIndexResponse { context, index } => (*index, *context),
+    };
+    MessageSummary {
+        from: message.from,
+        to: message.to,
+        term: message.term,
+        kind: message.body.kind_name(),
+        index,
+        detail,
+    }
+}
+
+fn to_history_operation(op: OpSummary) -> Operation {
+    match op {
+        OpSummary::Put { key, value } => Operation::Put { key, value },
+        OpSummary::Get { key } => Operation::Get { key },
+        OpSummary::CompareAndSwap { key, expected, new } => {
+            Operation::CompareAndSwap { key, expected, new }
+        }
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn has_bug(config: &SimConfig, bug: crate::config::PlantedBug) -> bool {
+    config.planted_bug == Some(bug)
+}
+
+impl Network {
+    /// Cuts the links from every node of `side_a` to every node of `side_b`, and back if
+    /// `both_ways`.
+    fn cut(&mut self, side_a: &[NodeId], side_b: &[NodeId], both_ways: bool) {
+        for &a in side_a {
+            for &b in side_b {
+                self.blocked.insert((a, b));
+                if both_ways {
+                    self.blocked.insert((b, a));
+                }
+            }
+        }
+    }
+
+    /// Whether a message from `from` to `to` cannot pass at `now`.
+    fn is_cut(&self, from: NodeId, to: NodeId, now: u64) -> bool {
+        let isolated = |id: NodeId| {
+            self.isolated_until
+                .get(&id)
+                .is_some_and(|&until| until > now)
+        };
+        self.blocked.contains(&(from, to)) || isolated(from) || isolated(to)
+    }
+}
+
+impl World {
+    fn schedule(&mut self, at: u64, event: Ev) {
+        self.sequence += 1;
+        self.queue.insert((at, self.sequence), event);
+    }
+
+    fn record(&mut self, event: Event) {
+        self.trace.record(self.now, event);
+    }
+
+    fn note(&mut self, text: String) {
+        self.record(Event::Note(text));
+    }
+
+    /// Records the first violation; later ones are consequences.
+    fn fail(&mut self, violation: Violation) {
+        if self.violation.is_none() {
+            self.violation_events = self.trace.recent_lines();
+            self.violation = Some(violation);
+        }
+    }
+
+    fn check(&mut self, result: Result<(), Violation>) {
+        if let Err(violation) = result {
+            self.fail(violation);
+        }
+    }
+
+    fn fail_now(&mut self, property: &'static str, detail: String) {
+        let time = self.now;
+        self.fail(Violation {
+            property,
+            detail,
+            time,
+        });
+    }
+
+    fn bug_ack_before_commit(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            has_bug(&self.config, crate::config::PlantedBug::AckBeforeCommit)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
+    fn bug_stale_local_read(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            has_bug(&self.config, crate::config::PlantedBug::StaleLocalRead)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
+    fn bug_vote_not_persisted(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            has_bug(&self.config, crate::config::PlantedBug::VoteNotPersisted)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
+    /// Puts a message on the network: dropped, delayed, perhaps duplicated.
+    fn send(&mut self, message: Message, sender_incarnation: u64) {
+        let summary = summarize(&message);
+        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
+        if self.network.is_cut(message.from, message.to, self.now) {
+            self.drop_message(
+                summary,
+                DropReason::Partitioned,
+                sender_incarnation,
+                is_snapshot,
+            );
+            return;
+        }
+        if self.rng.chance(self.network.loss_per_mille) {
+            self.drop_message(summary, DropReason::Lost, sender_incarnation, is_snapshot);
+            return;
+        }
+        let copies = if self.rng.chance(self.network.duplicate_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.rng.chance(self.network.spike_per_mille) {
+                self.rng.range(TICK, self.network.spike_max.max(TICK))
+            } else {
+                self.rng.range(1, self.params.delay_max)
+            };
+            self.record(Event::Send {
+                message: summary,
+                delay,
+            });
+            let message = message.clone();
+            self.schedule(
+                self.now + delay,
+                Ev::Deliver {
+                    message,
+                    sender_incarnation,
+                },
+            );
+        }
+    }
+
+    fn drop_message(
+        &mut self,
+        summary: MessageSummary,
+        reason: DropReason,
+        sender_incarnation: u64,
+        is_snapshot: bool,
+    ) {
+        self.stats.messages_dropped += 1;
+        self.record(Event::Drop {
+            message: summary,
+            reason,
+        });
+        let sender = summary.from;
+        let peer = summary.to;
+        if is_snapshot {
+            // The transport learns that a snapshot did not get through, and says so: otherwise
+            // the leader would wait for it forever.
+            self.feedback.push(Feedback::Snapshot {
+                sender,
+                incarnation: sender_incarnation,
+                peer,
+                success: false,
+            });
+        } else if reason != DropReason::Lost {
+            // A cut link or a dead peer is visible to the transport; random loss is not.
+            self.feedback.push(Feedback::Unreachable {
+                sender,
+                incarnation: sender_incarnation,
+                peer,
+            });
+        }
+    }
+
+    fn think_ticks(&mut self) -> u64 {
+        self.rng.range(1, self.params.think_max_ticks)
+    }
+
+    /// A write was applied on `node`: answer the client that waits for it there.
+    fn on_write_applied(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        command: &Command,
+        answer: Answer,
+    ) {
+        if command.client == 0 {
+            if self.probe_done_at.is_none() {
+                self.probe_done_at = Some(self.now);
+                self.note(format!(
+                    "liveness probe {} applied on n{node}",
+                    command.request
+                ));
+            }
+            return;
+        }
+        let index = (command.client - 1) as usize;
+        let Some(pending) = self.clients[index].pending else {
+            return;
+        };
+        let Some((target, target_incarnation, Waiting::Write(request))) = pending.target else {
+            return;
+        };
+        if target != node || target_incarnation != incarnation || request != command.request {
+            return;
+        }
+        let response = match answer {
+            Answer::Put => Response::Put,
+            Answer::CompareAndSwap(swapped) => Response::CompareAndSwap(swapped),
+            Answer::Probe => return,
+        };
+        self.complete(index, response);
+    }
+
+    /// The client at `index` got `response` for its pending operation.
+    fn complete(&mut self, index: usize, response: Response) {
+        let client = &mut self.clients[index];
+        let pending = client
+            .pending
+            .take()
+            .expect("a pending operation to complete");
+        client.generation += 1;
+        let client_id = client.id;
+        let generation = client.generation;
+        self.history.complete(pending.history_id, response);
+        self.stats.ops_completed += 1;
+        let value = match (pending.op, response) {
+            (OpSummary::Put { key, value }, _) => {
+                self.known_values.insert(key, Some(value));
+                self.acknowledged_writes.push((client_id, pending.request));
+                None
+            }
+            (OpSummary::Get { key }, Response::Get(value)) => {
+                self.known_values.insert(key, value);
+                value
+            }
+            (OpSummary::CompareAndSwap { key, new, .. }, Response::CompareAndSwap(swapped)) => {
+                if swapped {
+                    self.known_values.insert(key, Some(new));
+                    self.acknowledged_writes.push((client_id, pending.request));
+                }
+                Some(u64::from(swapped))
+            }
+            _ => None,
+        };
+        self.record(Event::Complete {
+            client: client_id,
+            op: pending.op,
+            value,
+        });
+        let wake = self.now + self.think_ticks() * TICK;
+        self.schedule(
+            wake,
+            Ev::ClientWake {
+                client: index,
+                generation,
+            },
+        );
+    }
+}
+
+impl SimNode {
+    fn node(&mut self) -> &mut Node<MemoryStorage> {
+        self.node.as_mut().expect("the node is running")
+    }
+
+    fn is_running(&self) -> bool {
+        self.status == Status::Up && self.node.is_some()
+    }
+}
+
+/// Handles every Ready the node has, the way the server will: persist, send, apply, advance.
+/// Transport feedback produced meanwhile (a cut link, a snapshot that did not get through) is
+/// given to the node between Readys, as the core requires, and may produce more Readys.
+fn process(sim_node: &mut SimNode, world: &mut World) {
+    loop {
+        while let Some(node) = sim_node.node.as_mut() {
+            if !node.has_ready() {
+                break;
+            }
+            let ready = node.ready();
+            let config_applied = handle_ready(sim_node, world, ready);
+            sim_node.node().advance();
+            after_advance(sim_node, world, config_applied);
+        }
+        if world.feedback.is_empty() {
+            return;
+        }
+        for feedback in std::mem::take(&mut world.feedback) {
+            give_feedback(sim_node, feedback);
+        }
+    }
+}
+
+/// Gives one item of transport feedback to its sender, if that life of it still runs.
+fn give_feedback(sim_node: &mut SimNode, feedback: Feedback) {
+    let (sender, incarnation) = match feedback {
+        Feedback::Unreachable {
+            sender,
+            incarnation,
+            ..
+        }
+        | Feedback::Snapshot {
+            sender,
+            incarnation,
+            ..
+        } => (sender, incarnation),
+    };
+    if sender != sim_node.id || incarnation != sim_node.incarnation || !sim_node.is_running() {
+        return;
+    }
+    match feedback {
+        Feedback::Unreachable { peer, .. } => sim_node.node().report_unreachable(peer),
+        Feedback::Snapshot { peer, success, .. } => sim_node.node().report_snapshot(peer, success),
+    }
+}
+
+/// Steps 1 to 4 of the Ready contract. Returns the index of the last membership change among
+/// the committed entries, if any.
+fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Option<u64> {
+    let id = sim_node.id;
+    let now = world.now;
+    let incarnation = sim_node.incarnation;
+    if let Some(soft_state) = ready.soft_state {
+        let node = sim_node.node.as_ref().expect("running");
+        let term = node.term();
+        world.record(Event::Role {
+            node: id,
+            role: soft_state.role,
+            term,
+            leader: soft_state.leader,
+        });
+        world.stats.max_term = world.stats.max_term.max(term);
+        if soft_state.role == Role::Leader {
+            let result = world.invariants.on_leader(now, term, id);
+            world.check(result);
+            let first_index = node.storage().first_index();
+            let result = world
+                .invariants
+                .on_new_leader_log(now, id, term, first_index, |index| node.term_at(index));
+            world.check(result);
+            if now < world.leader_churn_until {
+                churn_new_leader(world, id, incarnation);
+            }
+        }
+    }
+
+    // 1. Persist: snapshot, entries, hard state.
+    let node = sim_node.node.as_mut().expect("running");
+    if let Some(snapshot) = &ready.snapshot {
+        node.storage_mut().apply_snapshot(snapshot.clone());
+    }
+    if let (Some(first), Some(last)) = (ready.entries.first(), ready.entries.last()) {
+        for entry in &ready.entries {
+            let result = world.invariants.on_persist(now, id, entry);
+            world.check(result);
+        }
+        world.record(Event::Persist {
+            node: id,
+            first: first.index,
+            last: last.index,
+            term: last.term,
+        });
+        node.storage_mut().append(&ready.entries);
+    }
+    if let Some(hard_state) = ready.hard_state {
+        if hard_state.commit < sim_node.commit_seen {
+            world.fail_now(
+                "commit index never decreases",
+                format!(
+                    "n{id}'s commit index went from {} to {}",
+                    sim_node.commit_seen, hard_state.commit
+                ),
+            );
+        }
+        for index in sim_node.commit_seen + 1..=hard_state.commit {
+            if let Some(term) = node.term_at(index) {
+                let result = world
+                    .invariants
+                    .on_commit(now, id, hard_state.term, index, term);
+                world.check(result);
+            }
+        }
+        // The paper's rule (5.4.2): a leader commits by counting replicas only entries of its
+        // own term, so its commit index only ever moves to one. Rationale: breaking the rule is
+        // unsafe only in rare schedules (Figure 8); checking it directly catches it at once.
+        if hard_state.commit > sim_node.commit_seen
+            && node.role() == Role::Leader
+            && world.config.check_commit_rule
+        {
+            let commit_term = node.term_at(hard_state.commit);
+            if commit_term != Some(hard_state.term) {
+                world.fail_now(
+                    "a leader commits only entries of its own term by counting",
+                    format!(
+                        "n{id}, leader of term {}, moved its commit index to {} whose term is {commit_term:?}",
+                        hard_state.term, hard_state.commit
+                    ),
+                );
+            }
+        }
+        sim_node.commit_seen = sim_node.commit_seen.max(hard_state.commit);
+        world.stats.committed_index = world.stats.committed_index.max(hard_state.commit);
+        world.record(Event::HardState {
+            node: id,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            commit: hard_state.commit,
+        });
+        if world.bug_vote_not_persisted() {
+            // The planted bug: the hard state reaches the disk a little after the messages
+            // that depend on it have left.
+            sim_node.deferred_hard_states.push_back(hard_state);
+            let at = now + world.rng.range(1, 3 * TICK);
+            world.schedule(
+                at,
+                Ev::DeferredHardState {
+                    node: id,
+                    incarnation,
+                },
+            );
+        } else {
+            node.storage_mut().set_hard_state(hard_state);
+        }
+    }
+
+    // 2. Send, only now that the state they depend on is durable.
+    if now < world.crash_voters_until
+        && ready.messages.iter().any(|message| {
+            matches!(
+                message.body,
+                MessageBody::VoteResponse {
+                    pre_vote: false,
+                    granted: true
+                }
+            )
+        })
+    {
+        // Restart at once, so that the node can be asked again in the same term.
+        let restart_at = now + world.rng.range(1, TICK);
+        world.crash_requests.push((id, restart_at));
+    }
+    for message in ready.messages {
+        world.send(message, incarnation);
+    }
+
+    // 3. Apply: the snapshot, then the committed entries in order.
+    if let Some(snapshot) = ready.snapshot {
+        let index = snapshot.meta.index;
+        if index <= sim_node.applied {
+            world.fail_now(
+                "applied index never decreases",
+                format!(
+                    "n{id} installs a snapshot at {index} having applied {}",
+                    sim_node.applied
+                ),
+            );
+        }
+        sim_node.kv = KvStore::decode(&snapshot.data);
+        sim_node.applied = index;
+        world.stats.snapshots_installed += 1;
+        world.record(Event::InstallSnapshot { node: id, index });
+        let result = world
+            .invariants
+            .check_state(now, id, index, sim_node.kv.state_hash());
+        world.check(result);
+    }
+    let mut config_applied = None;
+    let node_term = sim_node.node.as_ref().expect("running").term();
+    for entry in &ready.committed_entries {
+        if entry.index != sim_node.applied + 1 {
+            world.fail_now(
+                "entries are applied in order, exactly once",
+                format!(
+                    "n{id} was handed index {} to apply after applying {}",
+                    entry.index, sim_node.applied
+                ),
+            );
+            return config_applied;
+        }
+        let mut applied_write = None;
+        match &entry.payload {
+            EntryPayload::Normal(data) => {
+                if let Some(command) = Command::decode(data) {
+                    if let Some(answer) = sim_node.kv.apply(&command) {
+                        applied_write = Some((command, answer));
+                    }
+                }
+            }
+            EntryPayload::ConfigChange(_) => config_applied = Some(entry.index),
+            EntryPayload::Empty => {}
+        }
+        sim_node.applied = entry.index;
+        world.record(Event::Apply {
+            node: id,
+            index: entry.index,
+            term: entry.term,
+        });
+        let result = world
+            .invariants
+            .on_apply(now, id, node_term, entry, sim_node.kv.state_hash());
+        world.check(result);
+        if let Some((command, answer)) = applied_write {
+            world.on_write_applied(id, incarnation, &command, answer);
+        }
+    }
+
+    // 4. Reads: serve each once the applied index reaches its read index.
+    for read in ready.read_states {
+        if let Some(client) = sim_node.pending_reads.remove(&read.context) {
+            sim_node
+                .released_reads
+                .push((read.index, read.context, client));
+        }
+    }
+    serve_released_reads(sim_node, world);
+    config_applied
+}
+
+/// The nemesis strikes a leader moments after its election, before or while it replicates:
+/// cut off from everyone (at once, so that not even its first AppendEntries leaves, or a few
+/// network delays later), or crashed. Many short terms with divergent, partly replicated tails
+/// follow: the ground of the paper's Figure 8.
+fn churn_new_leader(world: &mut World, id: NodeId, incarnation: u64) {
+    let now = world.now;
+    let strike_at = if world.rng.chance(400) {
+        now
+    } else {
+        now + world.rng.range(1, 4 * world.params.delay_max)
+    };
+    if world.rng.chance(700) {
+        let until = strike_at + world.rng.range(10, 6 * ELECTION_MAX_TICKS) * TICK;
+        if strike_at == now {
+            world.network.isolated_until.insert(id, until);
+            world.note(format!("n{id} is cut off from everyone until t={until}"));
+        } else {
+            world.schedule(strike_at, Ev::Isolate { node: id, until });
+        }
+    } else {
+        let restart_at = strike_at + world.rng.range(1, 20) * TICK;
+        world.schedule(
+            strike_at,
+            Ev::Crash {
+                node: id,
+                incarnation,
+                restart_at,
+            },
+        );
+    }
+}
+
+fn serve_released_reads(sim_node: &mut SimNode, world: &mut World) {
+    if sim_node.released_reads.is_empty() {
+        return;
+    }
+    let applied = sim_node.applied;
+    let (ready, waiting): (Vec<_>, Vec<_>) = sim_node
+        .released_reads
+        .drain(..)
+        .partition(|&(index, _, _)| index <= applied);
+    sim_node.released_reads = waiting;
+    for (_, context, client) in ready {
+        let index = (client - 1) as usize;
+        let Some(pending) = world.clients[index].pending else {
+            continue;
+        };
+        let Some((target, incarnation, Waiting::Read(expected))) = pending.target else {
+            continue;
+        };
+        if target != sim_node.id || incarnation != sim_node.incarnation || expected != context {
+            continue;
+        }
+        let OpSummary::Get { key } = pending.op else {
+            continue;
+        };
+        world.complete(index, Response::Get(sim_node.kv.get(key)));
+    }
+}
+
+/// After [`Node::advance`]: track membership, serve reads the new applied index allows, and
+/// take a snapshot now and then so that followers catch up through InstallSnapshot.
+fn after_advance(sim_node: &mut SimNode, world: &mut World, config_applied: Option<u64>) {
+    let id = sim_node.id;
+    if let Some(index) = config_applied {
+        let config = sim_node.node().config_state().clone();
+        world.stats.config_changes += 1;
+        if index > world.latest_config.0 {
+            world.note(format!(
+                "n{id} applied the configuration at {index}: {config:?}"
+            ));
+            for &member in &config.all_nodes() {
+                world.ever_member.insert(member);
+            }
+            let all = config.all_nodes();
+            world.to_remove = world
+                .ever_member
+                .iter()
+                .copied()
+                .filter(|member| !all.contains(member))
+                .collect();
+            world.latest_config = (index, config);
+        }
+    }
+    serve_released_reads(sim_node, world);
+    let applied = sim_node.applied;
+    let node = sim_node.node.as_mut().expect("running");
+    let durable_commit = node.storage().hard_state().commit;
+    if applied >= sim_node.snapshot_index + world.params.snapshot_every && applied <= durable_commit
+    {
+        let config = node.config_state().clone();
+        if node
+            .storage_mut()
+            .create_snapshot(applied, config, sim_node.kv.encode())
+        {
+            sim_node.snapshot_index = applied;
+            // Keep a few entries behind the snapshot, so that a follower slightly behind
+            // still gets entries and one far behind gets the snapshot.
+            node.storage_mut().compact(applied.saturating_sub(5));
+        }
+    }
+}
+
+impl Simulation {
+    fn new(seed: u64, config: SimConfig) -> Simulation {
+        let mut rng = SimRng::new(seed);
+        let lease_reads = config.faults.lease && rng.chance(300);
+        // Every valid setting of the core gets its share of seeds: pre-vote and check-quorum
+        // off, one entry per message (which is what exposes the paper's Figure 8), a window of
+        // one message in flight.
+        let pre_vote = rng.chance(800);
+        let check_quorum = lease_reads || rng.chance(800);
+        let message_bytes_max = rng.pick(&[1, 1, 200, 4096]);
+        let inflight_messages_max = rng.pick(&[1, 4, 16, 64]);
+        let params = Params {
+            lease_reads,
+            pre_vote,
+            check_quorum,
+            message_bytes_max,
+            inflight_messages_max,
+            delay_max: rng.range(2, TICK),
+            snapshot_every: rng.range(20, 120),
+            fault_gap_max_ticks: rng.range(40, 150),
+            // Spread the operations over the chaos phase: each client's mean think time leaves
+            // room for its share of them, and for operations that take long under faults.
+            think_max_ticks: (config.chaos_ticks * config.clients as u64
+                / config.ops.max(1) as u64)
+                .max(2),
+            keys: (2 * config.clients as u64).max(4),
+        };
+        let trace = Trace::new(config.recent_events, config.keep_trace);
+        let founders: Vec<NodeId> = (1..=config.nodes as u64).collect();
+        let initial = ConfigState::with_voters(founders.iter().copied());
+        let clients = (0..config.clients)
+            .map(|index| Client {
+                id: index as u64 + 1,
+                next_request: 1,
+                pending: None,
+                leader_hint: None,
+                generation: 0,
+            })
+            .collect();
+        let mut world = World {
+            params,
+            rng,
+            now: 0,
+            sequence: 0,
+            queue: BTreeMap::new(),
+            network: Network::default(),
+            trace,
+            invariants: Invariants::new(KvStore::default().state_hash()),
+            violation: None,
+            violation_events: Vec::new(),
+            clients,
+            history: History::new(),
+            next_value: 1,
+            next_context: 1,
+            known_values: BTreeMap::new(),
+            acknowledged_writes: Vec::new(),
+            latest_config: (1, initial.clone()),
+            ever_member: founders.iter().copied().collect(),
+            to_remove: Vec::new(),
+            feedback: Vec::new(),
+            crash_voters_until: 0,
+            crash_requests: Vec::new(),
+            leader_churn_until: 0,
+            phase: Phase::Chaos,
+            probe_request: 0,
+            probe_done_at: None,
+            stats: Stats {
+                lease_reads,
+                ..Stats::default()
+            },
+            config,
+        };
+        let seed_for_nodes = world.rng.next_u64();
+        let mut simulation = Simulation {
+            nodes: BTreeMap::new(),
+            world,
+            next_joiner: founders.len() as u64 + 1,
+        };
+        let description = format!(
+            "seed {seed}: {} nodes, {} reads, pre-vote {pre_vote}, check-quorum {check_quorum}, \
+             message bytes {message_bytes_max}, in flight {inflight_messages_max}, snapshot every {} \
+             entries, faults {}",
+            founders.len(),
+            if lease_reads { "lease" } else { "ReadIndex" },
+            params.snapshot_every,
+            simulation.world.config.faults
+        );
+        simulation.world.note(description);
+        for &id in &founders {
+            simulation.start_node(
+                id,
+                MemoryStorage::new_with_config(initial.clone()),
+                seed_for_nodes,
+            );
+        }
+        for client in 0..simulation.world.clients.len() {
+            let at = simulation.world.rng.range(1, 20) * TICK;
+            simulation.world.schedule(
+                at,
+                Ev::ClientWake {
+                    client,
+                    generation: 0,
+                },
+            );
+        }
+        if !simulation.world.config.faults.is_none() {
+            let at = simulation.world.rng.range(20, 60) * TICK;
+            simulation.world.schedule(at, Ev::Nemesis);
+        }
+        let heal_at = simulation.world.config.chaos_ticks * TICK;
+        simulation.world.schedule(heal_at, Ev::Heal);
+        simulation
+    }
+
+    fn node_config(&self, id: NodeId, seed_for_nodes: u64) -> Config {
+        let mut config = Config::new(id);
+        config.election_timeout_min_ticks = ELECTION_MIN_TICKS;
+        config.election_timeout_max_ticks = ELECTION_MAX_TICKS;
+        config.random_seed = seed_for_nodes ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        if self.world.params.lease_reads {
+            config.read_mode = ReadMode::LeaseBased;
+        }
+        config.pre_vote = self.world.params.pre_vote;
+        config.check_quorum = self.world.params.check_quorum;
+        // Small messages and windows, so that flow control and batching are exercised.
+        config.message_bytes_max = self.world.params.message_bytes_max;
+        config.inflight_messages_max = self.world.params.inflight_messages_max;
+        #[cfg(feature = "planted-bugs")]
+        if let Some(crate::config::PlantedBug::Core(bug)) = self.world.config.planted_bug {
+            config.planted_bug = Some(bug);
+        }
+        config
+    }
+
+    fn start_node(&mut self, id: NodeId, storage: MemoryStorage, seed_for_nodes: u64) {
+        let config = self.node_config(id, seed_for_nodes);
+        let node = Node::new(config.clone(), storage.clone()).expect("a valid configuration");
+        let kv = KvStore::decode(&storage.snapshot().expect("memory storage has one").data);
+        let applied = storage.first_index() - 1;
+        let sim_node = SimNode {
+            id,
+            config,
+            node: Some(node),
+            durable: MemoryStorage::default(),
+            status: Status::Up,
+            incarnation: 1,
+            kv,
+            applied,
+            commit_seen: storage.hard_state().commit,
+            paused: false,
+            missed_ticks: 0,
+            jump_on_resume: false,
+            held: Vec::new(),
+            pending_reads: BTreeMap::new(),
+            released_reads: Vec::new(),
+            deferred_hard_states: VecDeque::new(),
+            snapshot_index: applied,
+        };
+        self.nodes.insert(id, sim_node);
+        let at = self.world.now + self.world.rng.range(1, TICK);
+        self.world.schedule(
+            at,
+            Ev::Tick {
+                node: id,
+                incarnation: 1,
+            },
+        );
+    }
+
+    fn run_to_end(&mut self) {
+        let hard_limit = (self.world.config.chaos_ticks + 4 * LIVENESS_BOUND_TICKS) * TICK;
+        while self.world.violation.is_none() && self.world.phase != Phase::Done {
+            let Some(((at, _), event)) = self.world.queue.pop_first() else {
+                break;
+            };
+            self.world.now = at;
+            if at > hard_limit {
+                self.world.fail_now(
+                    "the run ends",
+                    "the simulation ran past its time limit".into(),
+                );
+                break;
+            }
+            self.handle(event);
+            self.remove_nodes();
+            for (id, restart_at) in std::mem::take(&mut self.world.crash_requests) {
+                self.crash(id);
+                self.world.schedule(restart_at, Ev::Restart { node: id });
+            }
+        }
+        self.world.stats.ticks = self.world.now / TICK;
+        if self.world.violation.is_none() {
+            self.final_checks();
+        }
+    }
+
+    fn handle(&mut self, event: Ev) {
+        match event {
+            Ev::Tick { node, incarnation } => self.on_tick(node, incarnation),
+            Ev::Deliver {
+                message,
+                sender_incarnation,
+            } => self.deliver(message, sender_incarnation),
+            Ev::Feedback(feedback) => {
+                let sender = match feedback {
+                    Feedback::Unreachable { sender, .. } | Feedback::Snapshot { sender, .. } => {
+                        sender
+                    }
+                };
+                if let Some(sim_node) = self.nodes.get_mut(&sender) {
+                    give_feedback(sim_node, feedback);
+                    process(sim_node, &mut self.world);
+                }
+            }
+            Ev::ClientWake { client, generation } => self.on_client_wake(client, generation),
+            Ev::Nemesis => self.on_nemesis(),
+            Ev::EndPartition { generation } => {
+                if self.world.network.partition_generation == generation {
+                    self.world.network.blocked.clear();
+                    self.world.note("partition heals".into());
+                }
+            }
+            Ev::EndNetworkFaults { generation } => {
+                if self.world.network.faults_generation == generation {
+                    self.clear_network_faults();
+                }
+            }
+            Ev::Restart { node } => self.restart(node),
+            Ev::Isolate { node, until } => {
+                if self.world.phase == Phase::Chaos {
+                    self.world.network.isolated_until.insert(node, until);
+                    self.world
+                        .note(format!("n{node} is cut off from everyone until t={until}"));
+                }
+            }
+            Ev::Crash {
+                node,
+                incarnation,
+                restart_at,
+            } => {
+                let chaos = self.world.phase == Phase::Chaos;
+                if chaos
+                    && self
+                        .nodes
+                        .get(&node)
+                        .is_some_and(|n| n.incarnation == incarnation && n.is_running())
+                {
+                    self.crash(node);
+                    self.world.schedule(restart_at, Ev::Restart { node });
+                }
+            }
+            Ev::Resume { node, incarnation } => self.resume(node, incarnation),
+            Ev::DeferredHardState { node, incarnation } => {
+                if let Some(sim_node) = self.nodes.get_mut(&node) {
+                    if sim_node.incarnation == incarnation && sim_node.is_running() {
+                        if let Some(hard_state) = sim_node.deferred_hard_states.pop_front() {
+                            sim_node.node().storage_mut().set_hard_state(hard_state);
+                        }
+                    }
+                }
+            }
+            Ev::Heal => self.heal(),
+            Ev::Probe => self.on_probe(),
+        }
+    }
+
+    // ----- Nodes -------------------------------------------------------------------------------
+
+    fn on_tick(&mut self, id: NodeId, incarnation: u64) {
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if sim_node.incarnation != incarnation || !sim_node.is_running() {
+            return;
+        }
+        let next = self.world.now + self.world.rng.range(TICK - 1, TICK + 1);
+        self.world.schedule(
+            next,
+            Ev::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+        if sim_node.paused {
+            sim_node.missed_ticks += 1;
+            return;
+        }
+        self.world.record(Event::Tick { node: id, count: 1 });
+        sim_node.node().tick();
+        process(sim_node, &mut self.world);
+    }
+
+    fn deliver(&mut self, message: Message, sender_incarnation: u64) {
+        let summary = summarize(&message);
+        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
+        let to = message.to;
+        let running = self.nodes.get(&to).is_some_and(SimNode::is_running);
+        if !running {
+            self.world.drop_message(
+                summary,
+                DropReason::ReceiverDown,
+                sender_incarnation,
+                is_snapshot,
+            );
+            self.flush_feedback();
+            return;
+        }
+        if self.world.network.is_cut(message.from, to, self.world.now) {
+            self.world.drop_message(
+                summary,
+                DropReason::Partitioned,
+                sender_incarnation,
+                is_snapshot,
+            );
+            self.flush_feedback();
+            return;
+        }
+        let sim_node = self.nodes.get_mut(&to).expect("running");
+        if sim_node.paused {
+            sim_node.held.push(message);
+            return;
+        }
+        self.world.stats.messages_delivered += 1;
+        self.world.record(Event::Deliver { message: summary });
+        sim_node.node().step(message);
+        process(sim_node, &mut self.world);
+        if is_snapshot {
+            self.world.feedback.push(Feedback::Snapshot {
+                sender: summary.from,
+                incarnation: sender_incarnation,
+                peer: to,
+                success: true,
+            });
+            self.flush_feedback();
+        }
+    }
+
+    /// Hands pending transport feedback to its senders.
+    fn flush_feedback(&mut self) {
+        for feedback in std::mem::take(&mut self.world.feedback) {
+            let now = self.world.now;
+            self.world.schedule(now, Ev::Feedback(feedback));
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(node) = sim_node.node.take() else {
+            return;
+        };
+        // Only what the persist step wrote survives: the storage inside the node.
+        sim_node.durable = node.storage().clone();
+        sim_node.status = Status::Crashed;
+        sim_node.paused = false;
+        sim_node.held.clear();
+        sim_node.pending_reads.clear();
+        sim_node.released_reads.clear();
+        sim_node.deferred_hard_states.clear();
+        self.world.stats.crashes += 1;
+        self.world.note(format!("n{id} crashes"));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if sim_node.status != Status::Crashed {
+            return;
+        }
+        let storage = std::mem::take(&mut sim_node.durable);
+        let snapshot = storage.snapshot().expect("memory storage has one");
+        let mut config = sim_node.config.clone();
+        // The state machine restarts from the snapshot; the core replays committed entries
+        // after it. Each life gets its own election-timeout stream.
+        config.applied_index = snapshot.meta.index;
+        config.random_seed = config.random_seed.wrapping_add(sim_node.incarnation);
+        sim_node.kv = KvStore::decode(&snapshot.data);
+        sim_node.applied = snapshot.meta.index;
+        sim_node.snapshot_index = snapshot.meta.index;
+        sim_node.commit_seen = storage.hard_state().commit.max(snapshot.meta.index);
+        sim_node.incarnation += 1;
+        sim_node.status = Status::Up;
+        sim_node.node = Some(Node::new(config, storage).expect("a valid configuration"));
+        let incarnation = sim_node.incarnation;
+        let state = sim_node.kv.state_hash();
+        self.world.note(format!(
+            "n{id} restarts from its durable state (snapshot at {})",
+            snapshot.meta.index
+        ));
+        let result =
+            self.world
+                .invariants
+                .check_state(self.world.now, id, snapshot.meta.index, state);
+        self.world.check(result);
+        let at = self.world.now + self.world.rng.range(1, TICK);
+        self.world.schedule(
+            at,
+            Ev::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+        let sim_node = self.nodes.get_mut(&id).expect("exists");
+        process(sim_node, &mut self.world);
+    }
+
+    fn pause(&mut self, id: NodeId, duration_ticks: u64) {
+        let jump = self.world.params.lease_reads || self.world.rng.chance(500);
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !sim_node.is_running() || sim_node.paused {
+            return;
+        }
+        sim_node.paused = true;
+        sim_node.missed_ticks = 0;
+        sim_node.jump_on_resume = jump;
+        let incarnation = sim_node.incarnation;
+        self.world
+            .note(format!("n{id} pauses for {duration_ticks} ticks"));
+        let at = self.world.now + duration_ticks * TICK;
+        self.world.schedule(
+            at,
+            Ev::Resume {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    fn resume(&mut self, id: NodeId, incarnation: u64) {
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if sim_node.incarnation != incarnation || !sim_node.is_running() || !sim_node.paused {
+            return;
+        }
+        sim_node.paused = false;
+        let missed = std::mem::take(&mut sim_node.missed_ticks);
+        // Rationale: a paused process whose clock kept running sees all the missed time at once
+        // when it wakes; it must count it before it serves anything, or a lease would outlive
+        // its term. Without the jump the node's clock simply stood still.
+        if sim_node.jump_on_resume && missed > 0 {
+            self.world.record(Event::Tick {
+                node: id,
+                count: missed,
+            });
+            for _ in 0..missed {
+                sim_node.node().tick();
+            }
+            process(sim_node, &mut self.world);
+        }
+        self.world
+            .note(format!("n{id} resumes ({missed} ticks missed)"));
+        let held = std::mem::take(&mut sim_node.held);
+        for message in held {
+            let sim_node = self.nodes.get_mut(&id).expect("exists");
+            if !sim_node.is_running() {
+                break;
+            }
+            let summary = summarize(&message);
+            self.world.stats.messages_delivered += 1;
+            self.world.record(Event::Deliver { message: summary });
+            sim_node.node().step(message);
+            process(sim_node, &mut self.world);
+        }
+    }
+
+    fn clock_jump(&mut self, id: NodeId, ticks: u64) {
+        let Some(sim_node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !sim_node.is_running() || sim_node.paused {
+            return;
+        }
+        self.world.record(Event::Tick {
+            node: id,
+            count: ticks,
+        });
+        for _ in 0..ticks {
+            sim_node.node().tick();
+        }
+        process(sim_node, &mut self.world);
+    }
+
+    /// Shuts down nodes whose removal from the configuration every remaining voter has
+    /// applied.
+    ///
+    /// Rationale: the configuration takes effect when applied. Shut a removed node down as soon
+    /// as the change commits, and voters that have not yet learned the commit still count it
+    /// (in a joint configuration, they need its vote): with it gone they can never elect. The
+    /// operator waits until the voters have applied the change.
+    fn remove_nodes(&mut self) {
+        if self.world.to_remove.is_empty() {
+            return;
+        }
+        let (config_index, config) = &self.world.latest_config;
+        let voters_applied = config
+            .voters
+            .iter()
+            .chain(&config.voters_outgoing)
+            .all(|voter| {
+                self.nodes.get(voter).is_some_and(|sim_node| {
+                    sim_node.is_running() && sim_node.applied >= *config_index
+                })
+            });
+        if !voters_applied {
+            return;
+        }
+        for id in std::mem::take(&mut self.world.to_remove) {
+            let Some(sim_node) = self.nodes.get_mut(&id) else {
+                continue;
+            };
+            if sim_node.status == Status::Removed {
+                continue;
+            }
+            sim_node.node = None;
+            sim_node.status = Status::Removed;
+            sim_node.held.clear();
+            self.world
+                .note(format!("n{id} is removed from the cluster and shut down"));
+        }
+    }
+
+    /// The running, unpaused leader of the highest term.
+    fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter(|sim_node| sim_node.is_running() && !sim_node.paused)
+            .filter_map(|sim_node| {
+                let node = sim_node.node.as_ref()?;
+                (node.role() == Role::Leader).then_some((node.term(), sim_node.id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    fn running_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|sim_node| sim_node.is_running())
+            .map(|sim_node| sim_node.id)
+            .collect()
+    }
+
+    /// Nodes not removed: the ones the network can name.
+    fn live_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|sim_node| sim_node.status != Status::Removed)
+            .map(|sim_node| sim_node.id)
+            .collect()
+    }
+
+    // ----- Nemesis -----------------------------------------------------------------------------
+
+    fn on_nemesis(&mut self) {
+        if self.world.phase != Phase::Chaos {
+            return;
+        }
+        let faults = self.world.config.faults;
+        let candidates = [
+            (Fault::Partition, faults.partition),
+            (
+                Fault::Network,
+                faults.loss || faults.duplicate || faults.delay,
+            ),
+            (Fault::Crash, faults.crash),
+            (Fault::CrashVoters, faults.crash),
+            (Fault::LeaderChurn, faults.crash || faults.partition),
+            (Fault::Pause, faults.pause),
+            (Fault::ClockJump, faults.clock),
+            (Fault::Membership, faults.membership),
+            (Fault::Transfer, faults.transfer),
+        ];
+        let kinds: Vec<Fault> = candidates
+            .iter()
+            .filter(|(_, enabled)| *enabled)
+            .map(|(fault, _)| *fault)
+            .collect();
+        if !kinds.is_empty() {
+            match self.world.rng.pick(&kinds) {
+                Fault::Partition => self.start_partition(),
+                Fault::Network => self.start_network_faults(),
+                Fault::Crash => {
+                    let targets = self.running_ids();
+                    if !targets.is_empty() {
+                        let target = self.pick_target(&targets);
+                        self.crash(target);
+                        let at = self.world.now + self.world.rng.range(5, 150) * TICK;
+                        self.world.schedule(at, Ev::Restart { node: target });
+                    }
+                }
+                Fault::CrashVoters => {
+                    let until = self.world.now + self.world.rng.range(50, 300) * TICK;
+                    self.world.note(format!(
+                        "nemesis: nodes that grant a vote crash until t={until}"
+                    ));
+                    self.world.crash_voters_until = until;
+                }
+                Fault::LeaderChurn => {
+                    let until = self.world.now + self.world.rng.range(50, 300) * TICK;
+                    self.world.note(format!(
+                        "nemesis: new leaders are cut off or crash until t={until}"
+                    ));
+                    self.world.leader_churn_until = until;
+                }
+                Fault::Pause => {
+                    let targets = self.running_ids();
+                    if !targets.is_empty() {
+                        let target = self.pick_target(&targets);
+                        let duration = self.world.rng.range(5, 3 * ELECTION_MAX_TICKS);
+                        self.pause(target, duration);
+                    }
+                }
+                Fault::ClockJump => {
+                    // Rationale: with lease reads only a leader's clock may jump ahead (its
+                    // lease then ends early, which is safe); a follower whose clock runs ahead
+                    // breaks the documented assumption of lease reads.
+                    let target = if self.world.params.lease_reads {
+                        self.current_leader()
+                    } else {
+                        let targets = self.running_ids();
+                        (!targets.is_empty()).then(|| self.world.rng.pick(&targets))
+                    };
+                    if let Some(target) = target {
+                        let ticks = self
+                            .world
+                            .rng
+                            .range(ELECTION_MIN_TICKS, 3 * ELECTION_MAX_TICKS);
+                        self.world
+                            .note(format!("n{target}'s clock jumps {ticks} ticks"));
+                        self.clock_jump(target, ticks);
+                    }
+                }
+                Fault::Membership => self.change_membership(),
+                Fault::Transfer => self.transfer_leadership(),
+            }
+        }
+        let gap = self
+            .world
+            .rng
+            .range(5, self.world.params.fault_gap_max_ticks);
+        let at = self.world.now + gap * TICK;
+        self.world.schedule(at, Ev::Nemesis);
+    }
+
+    /// Half the time the leader, otherwise any of `targets`.
+    fn pick_target(&mut self, targets: &[NodeId]) -> NodeId {
+        if self.world.rng.chance(500) {
+            if let Some(leader) = self.current_leader() {
+                return leader;
+            }
+        }
+        self.world.rng.pick(targets)
+    }
+
+    fn start_partition(&mut self) {
+        let mut ids = self.live_ids();
+        if ids.len() < 2 {
+            return;
+        }
+        self.world.rng.shuffle(&mut ids);
+        // Put the leader first half the time, so that it lands in the smaller side (a leader
+        // cut off with a minority) or, when the cut side is the larger, with the majority.
+        if let Some(leader) = self.current_leader() {
+            if self.world.rng.chance(500) {
+                let position = ids.iter().position(|&id| id == leader).expect("live");
+                ids.swap(0, position);
+            }
+        }
+        let network = &mut self.world.network;
+        network.blocked.clear();
+        network.partition_generation += 1;
+        let generation = network.partition_generation;
+        let kind = if ids.len() >= 3 {
+            self.world.rng.below(3)
+        } else {
+            self.world.rng.below(2)
+        };
+        let description = match kind {
+            0 => {
+                // Symmetric: a minority (or the majority) cut off from the rest.
+                let split = self.world.rng.range(1, ids.len() as u64 - 1) as usize;
+                let (side_a, side_b) = ids.split_at(split);
+                self.world.network.cut(side_a, side_b, true);
+                format!("partition {side_a:?} | {side_b:?}")
+            }
+            1 => {
+                // One-way: the first group cannot reach the second, the reverse still works.
+                let split = self.world.rng.range(1, ids.len() as u64 - 1) as usize;
+                let (side_a, side_b) = ids.split_at(split);
+                self.world.network.cut(side_a, side_b, false);
+                format!("one-way partition {side_a:?} -/-> {side_b:?}")
+            }
+            _ => {
+                // A bridge: two sides that cannot talk, and one node that sees both.
+                let (bridge, rest) = ids.split_last().expect("three or more nodes");
+                let split = self.world.rng.range(1, rest.len() as u64 - 1) as usize;
+                let (side_a, side_b) = rest.split_at(split);
+                self.world.network.cut(side_a, side_b, true);
+                format!("bridge n{bridge} between {side_a:?} and {side_b:?}")
+            }
+        };
+        self.world.note(description);
+        let at = self.world.now + self.world.rng.range(10, 8 * ELECTION_MAX_TICKS) * TICK;
+        self.world.schedule(at, Ev::EndPartition { generation });
+    }
+
+    fn start_network_faults(&mut self) {
+        let faults = self.world.config.faults;
+        let rng = &mut self.world.rng;
+        let loss = if faults.loss { rng.range(0, 200) } else { 0 };
+        let duplicate = if faults.duplicate {
+            rng.range(0, 100)
+        } else {
+            0
+        };
+        let spike = if faults.delay { rng.range(0, 150) } else { 0 };
+        let spike_max = rng.range(2, 30) * TICK;
+        let duration = rng.range(20, 6 * ELECTION_MAX_TICKS);
+        let network = &mut self.world.network;
+        network.loss_per_mille = loss;
+        network.duplicate_per_mille = duplicate;
+        network.spike_per_mille = spike;
+        network.spike_max = spike_max;
+        network.faults_generation += 1;
+        let generation = network.faults_generation;
+        self.world.note(format!(
+            "network: loss {loss}/1000, duplication {duplicate}/1000, delay spikes {spike}/1000 up to {spike_max}"
+        ));
+        let at = self.world.now + duration * TICK;
+        self.world.schedule(at, Ev::EndNetworkFaults { generation });
+    }
+
+    fn clear_network_faults(&mut self) {
+        let network = &mut self.world.network;
+        network.loss_per_mille = 0;
+        network.duplicate_per_mille = 0;
+        network.spike_per_mille = 0;
+        self.world.note("network faults end".into());
+    }
+
+    fn transfer_leadership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let voters = self.nodes[&leader]
+            .node
+            .as_ref()
+            .expect("running")
+            .config_state()
+            .voters
+            .clone();
+        let others: Vec<NodeId> = voters.into_iter().filter(|&id| id != leader).collect();
+        if others.is_empty() {
+            return;
+        }
+        let target = self.world.rng.pick(&others);
+        let sim_node = self.nodes.get_mut(&leader).expect("exists");
+        let result = sim_node.node().transfer_leadership(target);
+        self.world.note(format!(
+            "n{leader} transfers leadership to n{target}: {result:?}"
+        ));
+        process(sim_node, &mut self.world);
+    }
+
+    /// An operator's membership change, proposed at the leader.
+    fn change_membership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let config = self.nodes[&leader]
+            .node
+            .as_ref()
+            .expect("running")
+            .config_state()
+            .clone();
+        let founders = self.world.config.nodes;
+        let change = if config.is_joint() {
+            if config.auto_leave {
+                return;
+            }
+            ConfigChange::leave_joint()
+        } else {
+            let mut options: Vec<u8> = Vec::new();
+            let joiners = self.next_joiner - founders as u64 - 1;
+            if config.learners.is_empty() && joiners < JOINERS_MAX {
+                options.push(0);
+            }
+            if !config.learners.is_empty() && config.voters.len() <= founders + 1 {
+                options.push(1);
+                if config.voters.len() >= 2 {
+                    options.push(3);
+                }
+            }
+            if config.voters.len() > founders.saturating_sub(1).max(1) {
+                options.push(2);
+            }
+            if options.is_empty() {
+                return;
+            }
+            let voters = config.voters.clone();
+            match self.world.rng.pick(&options) {
+                0 => {
+                    let id = self.next_joiner;
+                    self.next_joiner += 1;
+                    let seed = self.world.rng.next_u64();
+                    self.start_node(id, MemoryStorage::default(), seed);
+                    self.world
+                        .note(format!("n{id} starts empty, to join as a learner"));
+                    ConfigChange::new([ConfigChangeStep::AddLearner(id)])
+                }
+                1 => {
+                    let learner = self.world.rng.pick(&config.learners);
+                    ConfigChange::new([ConfigChangeStep::AddVoter(learner)])
+                }
+                2 => {
+                    let voter = self.world.rng.pick(&voters);
+                    if self.world.rng.chance(300) {
+                        // A demotion goes through a joint configuration.
+                        ConfigChange::new([ConfigChangeStep::AddLearner(voter)])
+                    } else {
+                        ConfigChange::new([ConfigChangeStep::RemoveNode(voter)])
+                    }
+                }
+                _ => {
+                    let learner = self.world.rng.pick(&config.learners);
+                    let voter = self.world.rng.pick(&voters);
+                    let transition = self.world.rng.pick(&[
+                        ConfigTransition::Auto,
+                        ConfigTransition::JointAutoLeave,
+                        ConfigTransition::JointExplicitLeave,
+                    ]);
+                    ConfigChange {
+                        steps: vec![
+                            ConfigChangeStep::AddVoter(learner),
+                            ConfigChangeStep::RemoveNode(voter),
+                        ],
+                        transition,
+                    }
+                }
+            }
+        };
+        let sim_node = self.nodes.get_mut(&leader).expect("exists");
+        let result = sim_node.node().propose_config_change(change.clone());
+        self.world
+            .note(format!("n{leader} proposes {change:?}: {result:?}"));
+        let sim_node = self.nodes.get_mut(&leader).expect("exists");
+        process(sim_node, &mut self.world);
+    }
+
+    // ----- Healing and liveness ----------------------------------------------------------------
+
+    fn heal(&mut self) {
+        self.world.network.blocked.clear();
+        self.world.network.partition_generation += 1;
+        self.world.network.faults_generation += 1;
+        self.clear_network_faults();
+        self.world.crash_voters_until = 0;
+        self.world.leader_churn_until = 0;
+        self.world.network.isolated_until.clear();
+        self.world.note("all faults heal".into());
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let sim_node = &self.nodes[&id];
+            if sim_node.status == Status::Crashed {
+                self.restart(id);
+            } else if sim_node.paused {
+                let incarnation = sim_node.incarnation;
+                self.resume(id, incarnation);
+            }
+        }
+        self.world.phase = Phase::Healed { at: self.world.now };
+        let now = self.world.now;
+        self.world
+            .schedule(now + ELECTION_MAX_TICKS * TICK, Ev::Probe);
+    }
+
+    /// After the heal: a leader must be elected and a write commit within the bound; then the
+    /// clients finish what they have in flight.
+    fn on_probe(&mut self) {
+        let Phase::Healed { at: healed_at } = self.world.phase else {
+            return;
+        };
+        let elapsed_ticks = (self.world.now - healed_at) / TICK;
+        if let Some(done_at) = self.world.probe_done_at {
+            let clients_idle = self
+                .world
+                .clients
+                .iter()
+                .all(|client| client.pending.is_none());
+            if clients_idle || elapsed_ticks > LIVENESS_BOUND_TICKS + OPERATION_DEADLINE_TICKS {
+                self.world.note(format!(
+                    "liveness: a write committed {} ticks after the heal",
+                    (done_at - healed_at) / TICK
+                ));
+                self.world.phase = Phase::Done;
+                return;
+            }
+        } else if elapsed_ticks > LIVENESS_BOUND_TICKS {
+            let leader = self.current_leader();
+            self.world.fail_now(
+                "liveness",
+                format!(
+                    "no write committed within {LIVENESS_BOUND_TICKS} ticks of the heal (leader now: {leader:?})"
+                ),
+            );
+            return;
+        } else if let Some(leader) = self.current_leader() {
+            self.world.probe_request += 1;
+            let command = Command {
+                client: 0,
+                request: self.world.probe_request,
+                action: Action::Probe,
+            };
+            let sim_node = self.nodes.get_mut(&leader).expect("exists");
+            let result = sim_node.node().propose(command.encode());
+            self.world.note(format!(
+                "liveness probe {} proposed at n{leader}: {result:?}",
+                command.request
+            ));
+            process(sim_node, &mut self.world);
+        }
+        let at = self.world.now + ELECTION_MIN_TICKS * TICK;
+        self.world.schedule(at, Ev::Probe);
+    }
+
+    // ----- Clients -----------------------------------------------------------------------------
+
+    fn on_client_wake(&mut self, index: usize, generation: u64) {
+        let client = &self.world.clients[index];
+        if client.generation != generation {
+            return;
+        }
+        match client.pending {
+            Some(pending) => {
+                if self.world.now >= pending.invoked_at + OPERATION_DEADLINE_TICKS * TICK {
+                    self.give_up(index);
+                } else {
+                    self.attempt(index);
+                }
+            }
+            None => {
+                let ops_left = (self.world.stats.ops_invoked as usize) < self.world.config.ops;
+                if self.world.phase == Phase::Chaos && ops_left {
+                    self.invoke(index);
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, index: usize) {
+        let client = &mut self.world.clients[index];
+        let pending = client.pending.take().expect("pending");
+        client.generation += 1;
+        let generation = client.generation;
+        let client_id = client.id;
+        self.world.history.indeterminate(pending.history_id);
+        self.world.stats.ops_indeterminate += 1;
+        self.world.record(Event::GiveUp {
+            client: client_id,
+            op: pending.op,
+        });
+        let at = self.world.now + self.world.think_ticks() * TICK;
+        self.world.schedule(
+            at,
+            Ev::ClientWake {
+                client: index,
+                generation,
+            },
+        );
+    }
+
+    fn invoke(&mut self, index: usize) {
+        let world = &mut self.world;
+        let key = world.rng.below(world.params.keys);
+        let roll = world.rng.below(100);
+        let op = if roll < 45 {
+            let value = world.next_value;
+            world.next_value += 1;
+            OpSummary::Put { key, value }
+        } else if roll < 75 {
+            OpSummary::Get { key }
+        } else {
+            let known = world.known_values.get(&key).copied().flatten();
+            let expected = if world.rng.chance(800) {
+                known
+            } else if world.rng.chance(500) {
+                None
+            } else {
+                Some(world.rng.range(1, world.next_value))
+            };
+            let new = world.next_value;
+            world.next_value += 1;
+            OpSummary::CompareAndSwap { key, expected, new }
+        };
+        let client = &mut world.clients[index];
+        let request = client.next_request;
+        client.next_request += 1;
+        let history_id = world.history.invoke(client.id, to_history_operation(op));
+        world.stats.ops_invoked += 1;
+        client.pending = Some(Pending {
+            op,
+            history_id,
+            request,
+            attempts: 0,
+            invoked_at: world.now,
+            target: None,
+        });
+        self.attempt(index);
+    }
+
+    /// Sends the pending operation to the node the client believes leads, or to any node.
+    fn attempt(&mut self, index: usize) {
+        let running = self.running_ids();
+        let client = &self.world.clients[index];
+        let hinted = client.leader_hint.filter(|id| running.contains(id));
+        let mut pending = client.pending.expect("pending");
+        let is_read = matches!(pending.op, OpSummary::Get { .. });
+        let target = match hinted {
+            Some(id) if !(is_read && self.world.bug_stale_local_read()) => Some(id),
+            _ if running.is_empty() => None,
+            _ => Some(self.world.rng.pick(&running)),
+        };
+        pending.attempts += 1;
+        pending.target = None;
+        let client = &mut self.world.clients[index];
+        client.generation += 1;
+        client.pending = Some(pending);
+        let generation = client.generation;
+        let client_id = client.id;
+        let Some(target) = target else {
+            let at = self.world.now + TICK;
+            self.world.schedule(
+                at,
+                Ev::ClientWake {
+                    client: index,
+                    generation,
+                },
+            );
+            return;
+        };
+        self.world.record(Event::Invoke {
+            client: client_id,
+            node: target,
+            op: pending.op,
+            attempt: pending.attempts,
+        });
+        let sim_node = self.nodes.get_mut(&target).expect("running");
+        let incarnation = sim_node.incarnation;
+        if sim_node.paused {
+            // The request sits unanswered in a frozen process: the client times out.
+            let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
+            self.world.schedule(
+                at,
+                Ev::ClientWake {
+                    client: index,
+                    generation,
+                },
+            );
+            return;
+        }
+        let retry_soon = self.world.now + self.world.rng.range(TICK / 2, 2 * TICK);
+        match pending.op {
+            OpSummary::Get { key } => {
+                if self.world.bug_stale_local_read() {
+                    let value = sim_node.kv.get(key);
+                    self.world.complete(index, Response::Get(value));
+                    return;
+                }
+                let context = self.world.next_context;
+                self.world.next_context += 1;
+                match sim_node.node().read_index(context) {
+                    Ok(()) => {
+                        sim_node.pending_reads.insert(context, client_id);
+                        self.set_target(index, target, incarnation, Waiting::Read(context));
+                        let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
+                        self.world.schedule(
+                            at,
+                            Ev::ClientWake {
+                                client: index,
+                                generation,
+                            },
+                        );
+                    }
+                    Err(_) => {
+                        self.world.clients[index].leader_hint = None;
+                        self.world.schedule(
+                            retry_soon,
+                            Ev::ClientWake {
+                                client: index,
+                                generation,
+                            },
+                        );
+                    }
+                }
+            }
+            OpSummary::Put { key, value } => {
+                let action = Action::Put { key, value };
+                self.propose_write(
+                    index,
+                    target,
+                    incarnation,
+                    pending.request,
+                    action,
+                    generation,
+                    retry_soon,
+                );
+            }
+            OpSummary::CompareAndSwap { key, expected, new } => {
+                let action = Action::CompareAndSwap { key, expected, new };
+                self.propose_write(
+                    index,
+                    target,
+                    incarnation,
+                    pending.request,
+                    action,
+                    generation,
+                    retry_soon,
+                );
+            }
+        }
+        let sim_node = self.nodes.get_mut(&target).expect("exists");
+        process(sim_node, &mut self.world);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn propose_write(
+        &mut self,
+        index: usize,
+        target: NodeId,
+        incarnation: u64,
+        request: u64,
+        action: Action,
+        generation: u64,
+        retry_soon: u64,
+    ) {
+        let client_id = self.world.clients[index].id;
+        let command = Command {
+            client: client_id,
+            request,
+            action,
+        };
+        let sim_node = self.nodes.get_mut(&target).expect("running");
+        match sim_node.node().propose(command.encode()) {
+            Ok(_) => {
+                if self.world.bug_ack_before_commit() {
+                    let response = match sim_node.kv.peek(&action) {
+                        Answer::CompareAndSwap(swapped) => Response::CompareAndSwap(swapped),
+                        _ => Response::Put,
+                    };
+                    self.world.complete(index, response);
+                    return;
+                }
+                self.world.clients[index].leader_hint = Some(target);
+                self.set_target(index, target, incarnation, Waiting::Write(request));
+                let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
+                self.world.schedule(
+                    at,
+                    Ev::ClientWake {
+                        client: index,
+                        generation,
+                    },
+                );
+            }
+            Err(error) => {
+                let hint = match error {
+                    ProposeError::NotLeader { leader } => leader,
+                    _ => Some(target),
+                };
+                self.world.clients[index].leader_hint = hint;
+                self.world.schedule(
+                    retry_soon,
+                    Ev::ClientWake {
+                        client: index,
+                        generation,
+                    },
+                );
+            }
+        }
+    }
+
+    fn set_target(&mut self, index: usize, node: NodeId, incarnation: u64, waiting: Waiting) {
+        if let Some(pending) = self.world.clients[index].pending.as_mut() {
+            pending.target = Some((node, incarnation, waiting));
+        }
+    }
+
+    // ----- The end -----------------------------------------------------------------------------
+
+    fn final_checks(&mut self) {
+        let result = linearizability::check(&self.world.history);
+        if !result.is_ok() {
+            self.world.fail_now("linearizability", result.to_string());
+            return;
+        }
+        let committed: std::collections::BTreeSet<(u64, u64)> =
+            self.world.invariants.committed_requests().collect();
+        let lost = self
+            .world
+            .acknowledged_writes
+            .iter()
+            .find(|write| !committed.contains(write))
+            .copied();
+        if let Some((client, request)) = lost {
+            self.world.fail_now(
+                "acknowledged writes are durable",
+                format!("client {client}'s request {request} was acknowledged but is not in the committed log"),
+            );
+            return;
+        }
+        // Every running node that has applied as far as the others must hold the same state;
+        // the per-index state check has compared them all along, this compares the ends.
+        let applied_max = self
+            .nodes
+            .values()
+            .filter(|n| n.is_running())
+            .map(|n| n.applied)
+            .max();
+        let mut states = self
+            .nodes
+            .values()
+            .filter(|n| n.is_running() && Some(n.applied) == applied_max)
+            .map(|n| (n.id, n.kv.state_hash()));
+        if let Some((first_id, first_state)) = states.next() {
+            if let Some((other, _)) = states.find(|&(_, state)| state != first_state) {
+                self.world.fail_now(
+                    "state machine safety",
+                    format!(
+                        "n{first_id} and n{other} applied the same index but hold different states"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn outcome(self, seed: u64) -> Outcome {
+        let world = self.world;
+        let mut stats = world.stats;
+        stats.events = world.trace.count();
+        Outcome {
+            seed,
+            trace_hash: world.trace.hash(),
+            recent_events: if world.violation.is_some() {
+                world.violation_events
+            } else {
+                Vec::new()
+            },
+            violation: world.violation,
+            trace: world.trace.all_lines(),
+            stats,
+        }
+    }
+}
