@@ -10,14 +10,19 @@ pub enum ReadMode {
     /// share one round). Safe whatever the clocks do.
     #[default]
     Safe,
-    /// Lease reads: the leader answers at once, trusting that no other leader can have been
-    /// elected while check-quorum keeps it in office.
+    /// Lease reads: while its lease lasts, the leader answers at once, without a heartbeat
+    /// round; when it has lapsed, a read confirms leadership with a round as in `Safe` mode
+    /// (which renews the lease).
     ///
-    /// Assumption: clocks on all nodes advance at about the same rate. Followers refuse votes
-    /// for `election_timeout_min_ticks` after hearing from the leader, and a leader steps down
-    /// when it has not heard from a quorum within the same span; if a follower's ticks run
-    /// faster than the leader's by more than that margin, a new leader can be elected while the
-    /// old one still serves reads, and those reads can be stale. Requires `check_quorum`.
+    /// The lease runs for `election_timeout_min_ticks` from the sending of the latest heartbeat
+    /// that a quorum answered. Each of those followers heard the heartbeat after it was sent,
+    /// and with check-quorum refuses votes for `election_timeout_min_ticks` after hearing from
+    /// its leader; so no other leader can be elected before the lease ends.
+    ///
+    /// Assumption: clocks on all nodes tick at the same rate. If a follower's ticks run faster
+    /// than the leader's, its refusal ends before the leader's lease does, a new leader can be
+    /// elected while the old one still serves reads, and those reads can be stale. Use `Safe`
+    /// where that cannot be ruled out. Requires `check_quorum`.
     LeaseBased,
 }
 

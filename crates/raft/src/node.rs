@@ -173,6 +173,9 @@ impl Random {
 /// the oldest are dropped (their clients time out and retry).
 const PENDING_READS_MAX: usize = 65_536;
 
+/// Bound on remembered heartbeat broadcasts; older ones can no longer extend a lease.
+const HEARTBEAT_ROUNDS_MAX: usize = 64;
+
 /// One Raft node: the only way to drive the core.
 ///
 /// Feed it ticks ([`Node::tick`]), messages from peers ([`Node::step`]), proposals
@@ -199,8 +202,15 @@ pub struct Node<S: LogStorage> {
     /// Appends (new entries or a new commit index) wait to be sent until the next Ready, so
     /// that many proposals share one message.
     append_flush_pending: bool,
+    /// The round of the latest heartbeat broadcast; each broadcast starts a new one.
     read_round: u64,
     read_round_broadcast_pending: bool,
+    /// Recent broadcasts: (round, tick sent), oldest first; bounded.
+    heartbeat_rounds: VecDeque<(u64, u64)>,
+    /// This node's own clock, in ticks since it started.
+    ticks_elapsed: u64,
+    /// With lease reads: the leader serves reads without a round until this tick.
+    lease_until_tick: u64,
     pending_reads: VecDeque<PendingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
     reads_waiting_for_commit: Vec<(NodeId, u64)>,
@@ -243,6 +253,9 @@ impl<S: LogStorage> Node<S> {
             append_flush_pending: false,
             read_round: 0,
             read_round_broadcast_pending: false,
+            heartbeat_rounds: VecDeque::new(),
+            ticks_elapsed: 0,
+            lease_until_tick: 0,
             pending_reads: VecDeque::new(),
             reads_waiting_for_commit: Vec::new(),
             read_states: Vec::new(),
@@ -387,6 +400,7 @@ impl<S: LogStorage> Node<S> {
     /// Advances the node's clock by one tick.
     pub fn tick(&mut self) {
         self.assert_not_between_ready_and_advance();
+        self.ticks_elapsed += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
@@ -515,6 +529,8 @@ impl<S: LogStorage> Node<S> {
         self.uncommitted_bytes = 0;
         self.append_flush_pending = false;
         self.read_round_broadcast_pending = false;
+        self.heartbeat_rounds.clear();
+        self.lease_until_tick = 0;
         self.pending_reads.clear();
         self.reads_waiting_for_commit.clear();
     }
@@ -1176,8 +1192,18 @@ impl<S: LogStorage> Node<S> {
 
     fn broadcast_heartbeat(&mut self) {
         let committed = self.log.committed;
+        // Every broadcast is a new round, so that the leader knows when the heartbeat a quorum
+        // answered was sent: reads registered before it are confirmed, and a lease runs from it.
+        self.read_round += 1;
         let read_round = self.read_round;
         self.read_round_broadcast_pending = false;
+        if self.heartbeat_rounds.len() >= HEARTBEAT_ROUNDS_MAX {
+            self.heartbeat_rounds.pop_front();
+        }
+        self.heartbeat_rounds.push_back((read_round, self.ticks_elapsed));
+        if let Some(progress) = self.tracker.progress.get_mut(&self.id) {
+            progress.read_round_acknowledged = read_round;
+        }
         let targets: Vec<(NodeId, u64)> = self
             .tracker
             .progress
@@ -1343,23 +1369,19 @@ impl<S: LogStorage> Node<S> {
             }
             return;
         }
-        if self.tracker.is_single_voter(self.id) || self.config.read_mode == ReadMode::LeaseBased {
+        let lease_valid = self.config.read_mode == ReadMode::LeaseBased
+            && self.ticks_elapsed < self.lease_until_tick;
+        if self.tracker.is_single_voter(self.id) || lease_valid {
             self.release_read(requester, context, committed);
             return;
         }
-        if !self.read_round_broadcast_pending {
-            // A new round: every read until the next broadcast shares it.
-            self.read_round += 1;
-            self.read_round_broadcast_pending = true;
-            if let Some(progress) = self.tracker.progress.get_mut(&self.id) {
-                progress.read_round_acknowledged = self.read_round;
-            }
-        }
+        // The read waits for the next broadcast, which every read until then shares.
+        self.read_round_broadcast_pending = true;
         if self.pending_reads.len() >= PENDING_READS_MAX {
             self.pending_reads.pop_front();
         }
         self.pending_reads.push_back(PendingRead {
-            round: self.read_round,
+            round: self.read_round + 1,
             index: committed,
             requester,
             context,
@@ -1368,6 +1390,17 @@ impl<S: LogStorage> Node<S> {
 
     fn release_confirmed_reads(&mut self) {
         let confirmed_round = self.tracker.confirmed_read_round();
+        // A quorum answered the heartbeat of `confirmed_round`, so each of them refuses votes
+        // for an election timeout after it received it, which was after it was sent: no other
+        // leader can be elected until then (if clocks run at the same rate).
+        while let Some(&(round, sent_tick)) = self.heartbeat_rounds.front() {
+            if round > confirmed_round {
+                break;
+            }
+            self.heartbeat_rounds.pop_front();
+            let lease_until = sent_tick + self.config.election_timeout_min_ticks;
+            self.lease_until_tick = self.lease_until_tick.max(lease_until);
+        }
         while let Some(read) = self.pending_reads.front() {
             if read.round > confirmed_round {
                 break;
