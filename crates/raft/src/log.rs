@@ -37,20 +37,25 @@ impl Unstable {
             .map(|entry| entry.term)
     }
 
-    fn truncate_and_append(&mut self, entries: &[Entry]) {
+    /// Takes the entries by value: moving them, rather than cloning, spares a reference-count
+    /// update per entry on the hot path.
+    fn truncate_and_append(&mut self, mut entries: Vec<Entry>) {
         let first = entries[0].index;
         let end = self.offset + self.entries.len() as u64;
         if first == end {
-            self.entries.extend_from_slice(entries);
+            if self.entries.is_empty() {
+                self.entries = entries;
+            } else {
+                self.entries.append(&mut entries);
+            }
         } else if first <= self.offset {
             // The new entries replace everything unstable, and some stable entries too: the
             // application truncates its storage when it persists them.
             self.offset = first;
-            self.entries.clear();
-            self.entries.extend_from_slice(entries);
+            self.entries = entries;
         } else {
             self.entries.truncate((first - self.offset) as usize);
-            self.entries.extend_from_slice(entries);
+            self.entries.append(&mut entries);
         }
         self.offset_in_progress = self.offset_in_progress.min(first);
     }
@@ -185,19 +190,20 @@ impl<S: LogStorage> RaftLog<S> {
         previous_index: u64,
         previous_term: u64,
         leader_commit: u64,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> Option<u64> {
         if !self.matches_term(previous_index, previous_term) {
             return None;
         }
         let last_new_index = previous_index + entries.len() as u64;
-        if let Some(conflict) = self.find_conflict(entries) {
+        if let Some(conflict) = self.find_conflict(&entries) {
             assert!(
                 conflict > self.committed,
                 "entry {conflict} conflicts with a committed entry"
             );
             let start = (conflict - previous_index - 1) as usize;
-            self.append(&entries[start..]);
+            entries.drain(..start);
+            self.append(entries);
         }
         self.commit_to(leader_commit.min(last_new_index));
         Some(last_new_index)
@@ -207,7 +213,11 @@ impl<S: LogStorage> RaftLog<S> {
     /// `previous_index` and appends `entries`, matching or not, committed or not. The commit
     /// index is pulled back to the new end so that later code keeps running until the
     /// simulator's invariants notice.
-    pub(crate) fn truncate_and_append_unchecked(&mut self, previous_index: u64, entries: &[Entry]) {
+    pub(crate) fn truncate_and_append_unchecked(
+        &mut self,
+        previous_index: u64,
+        entries: Vec<Entry>,
+    ) {
         let first = previous_index + 1;
         if first < self.unstable.offset {
             // Stable entries after `first` are dropped too: the application overwrites them
@@ -221,7 +231,7 @@ impl<S: LogStorage> RaftLog<S> {
                 .truncate((first - self.unstable.offset) as usize);
             self.unstable.offset_in_progress = self.unstable.offset_in_progress.min(first);
         }
-        self.unstable.entries.extend_from_slice(entries);
+        self.unstable.entries.extend(entries);
         let last = self.last_index();
         self.committed = self.committed.min(last);
         self.applied = self.applied.min(last);
@@ -229,7 +239,7 @@ impl<S: LogStorage> RaftLog<S> {
     }
 
     /// Appends entries (replacing any from their first index on); returns the last index.
-    pub(crate) fn append(&mut self, entries: &[Entry]) -> u64 {
+    pub(crate) fn append(&mut self, entries: Vec<Entry>) -> u64 {
         let Some(first) = entries.first() else {
             return self.last_index();
         };
@@ -358,16 +368,19 @@ impl<S: LogStorage> RaftLog<S> {
         self.applying = self.applying.max(self.applied);
     }
 
-    /// The unstable entries not yet handed out; marks them as handed out.
+    /// Moves the unstable entries out, to be persisted; [`RaftLog::stable_to`] then counts them
+    /// as stored. Rationale for moving rather than cloning: between `ready()` and `advance()`
+    /// the node is not driven, so nothing reads them here meanwhile, and afterwards they are
+    /// read from storage; a clone would cost a reference-count update per entry.
     pub(crate) fn take_unstable_entries(&mut self) -> Vec<Entry> {
         let unstable = &mut self.unstable;
-        let end = unstable.offset + unstable.entries.len() as u64;
-        if unstable.offset_in_progress >= end {
-            return Vec::new();
-        }
-        let start = (unstable.offset_in_progress - unstable.offset) as usize;
-        unstable.offset_in_progress = end;
-        unstable.entries[start..].to_vec()
+        assert!(
+            unstable.offset_in_progress == unstable.offset,
+            "entries handed out by an earlier Ready were not advanced"
+        );
+        let entries = std::mem::take(&mut unstable.entries);
+        unstable.offset_in_progress = unstable.offset + entries.len() as u64;
+        entries
     }
 
     pub(crate) fn has_unstable_entries(&self) -> bool {
@@ -388,18 +401,19 @@ impl<S: LogStorage> RaftLog<S> {
         self.unstable.snapshot.is_some() && !self.unstable.snapshot_in_progress
     }
 
-    /// The application persisted entries up to (`index`, `term`).
-    pub(crate) fn stable_to(&mut self, index: u64, term: u64) {
+    /// The application persisted the entries handed out, up to `index`: they are read from
+    /// storage from now on.
+    pub(crate) fn stable_to(&mut self, index: u64) {
         let unstable = &mut self.unstable;
-        // If the entry was replaced since it was handed out, its newer version is not
-        // persisted yet: keep it.
-        if index < unstable.offset || unstable.term(index) != Some(term) {
-            return;
-        }
-        let count = (index + 1 - unstable.offset) as usize;
-        unstable.entries.drain(..count);
+        assert!(
+            unstable.entries.is_empty(),
+            "entries were appended between ready() and advance()"
+        );
+        assert!(
+            index + 1 == unstable.offset_in_progress,
+            "advance() does not match the entries handed out"
+        );
         unstable.offset = index + 1;
-        unstable.offset_in_progress = unstable.offset_in_progress.max(unstable.offset);
     }
 
     /// The application persisted and installed the snapshot at `index`.

@@ -131,7 +131,7 @@ pub struct ProgressStatus {
 #[derive(Debug)]
 struct HandedOut {
     snapshot_index: Option<u64>,
-    last_entry: Option<(u64, u64)>,
+    last_entry_index: Option<u64>,
     last_committed_index: Option<u64>,
     config_changes: Vec<ConfigChange>,
     committed_bytes: u64,
@@ -517,7 +517,7 @@ impl<S: LogStorage> Node<S> {
             index: next_index,
             payload: EntryPayload::Empty,
         };
-        self.log.append(&[entry]);
+        self.log.append(vec![entry]);
         self.append_flush_pending = true;
     }
 
@@ -832,7 +832,7 @@ impl<S: LogStorage> Node<S> {
                     message.term,
                     prev_log_index,
                     prev_log_term,
-                    &entries,
+                    entries,
                     leader_commit,
                 );
             }
@@ -890,7 +890,7 @@ impl<S: LogStorage> Node<S> {
         message_term: u64,
         prev_log_index: u64,
         prev_log_term: u64,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         leader_commit: u64,
     ) {
         let well_formed = prev_log_term <= message_term
@@ -915,9 +915,9 @@ impl<S: LogStorage> Node<S> {
         if self.has_planted_bug(crate::config::PlantedBug::TruncateOnEveryAppend)
             && self.log.matches_term(prev_log_index, prev_log_term)
         {
+            let last_new_index = prev_log_index + entries.len() as u64;
             self.log
                 .truncate_and_append_unchecked(prev_log_index, entries);
-            let last_new_index = prev_log_index + entries.len() as u64;
             self.log.commit_to(leader_commit.min(last_new_index));
             self.send_append_response(
                 from,
@@ -1200,7 +1200,8 @@ impl<S: LogStorage> Node<S> {
         if self.heartbeat_rounds.len() >= HEARTBEAT_ROUNDS_MAX {
             self.heartbeat_rounds.pop_front();
         }
-        self.heartbeat_rounds.push_back((read_round, self.ticks_elapsed));
+        self.heartbeat_rounds
+            .push_back((read_round, self.ticks_elapsed));
         if let Some(progress) = self.tracker.progress.get_mut(&self.id) {
             progress.read_round_acknowledged = read_round;
         }
@@ -1295,7 +1296,7 @@ impl<S: LogStorage> Node<S> {
             return Err(ProposeError::Overloaded);
         }
         self.uncommitted_bytes += size_bytes;
-        self.log.append(std::slice::from_ref(&entry));
+        self.log.append(vec![entry]);
         self.append_flush_pending = true;
         Ok(index)
     }
@@ -1497,10 +1498,11 @@ impl<S: LogStorage> Node<S> {
         let soft_state = self.soft_state();
         let hard_state = self.hard_state();
         let snapshot = self.log.take_unstable_snapshot();
-        let entries = self.log.take_unstable_entries();
+        // Committed entries first: some may still be unstable, and those are moved out next.
         let committed_entries = self
             .log
             .take_committed_entries(self.config.committed_bytes_per_ready_max);
+        let entries = self.log.take_unstable_entries();
         let must_sync = !entries.is_empty()
             || snapshot.is_some()
             || hard_state.term != self.previous_hard_state.term
@@ -1514,7 +1516,7 @@ impl<S: LogStorage> Node<S> {
             .collect();
         self.handed_out = Some(HandedOut {
             snapshot_index: snapshot.as_ref().map(|snapshot| snapshot.meta.index),
-            last_entry: entries.last().map(|entry| (entry.index, entry.term)),
+            last_entry_index: entries.last().map(|entry| entry.index),
             last_committed_index: committed_entries.last().map(|entry| entry.index),
             config_changes,
             committed_bytes: committed_entries.iter().map(Entry::size_bytes).sum(),
@@ -1547,8 +1549,8 @@ impl<S: LogStorage> Node<S> {
         if let Some(index) = handed_out.snapshot_index {
             self.log.stable_snapshot_to(index);
         }
-        if let Some((index, term)) = handed_out.last_entry {
-            self.log.stable_to(index, term);
+        if let Some(index) = handed_out.last_entry_index {
+            self.log.stable_to(index);
             if self.role == Role::Leader {
                 let persisted_index = self.log.persisted_index();
                 if let Some(progress) = self.tracker.progress.get_mut(&self.id) {
@@ -1611,7 +1613,7 @@ impl<S: LogStorage> Node<S> {
                 index,
                 payload: EntryPayload::ConfigChange(ConfigChange::leave_joint()),
             };
-            self.log.append(&[entry]);
+            self.log.append(vec![entry]);
             self.pending_config_index = index;
         }
     }

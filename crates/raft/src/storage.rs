@@ -109,6 +109,29 @@ impl MemoryStorage {
         self.entries.extend_from_slice(entries);
     }
 
+    /// Like [`MemoryStorage::append`], but takes the entries by value: moving a Ready's entries
+    /// in spares a reference-count update per entry.
+    pub fn append_owned(&mut self, mut entries: Vec<Entry>) {
+        let Some(first) = entries.first() else { return };
+        let offset = self.compacted.0 + 1;
+        assert!(
+            first.index >= offset,
+            "append at {} overwrites compacted entries",
+            first.index
+        );
+        assert!(
+            first.index <= self.last_index() + 1,
+            "append at {} leaves a gap",
+            first.index
+        );
+        self.entries.truncate((first.index - offset) as usize);
+        if self.entries.is_empty() {
+            self.entries = entries;
+        } else {
+            self.entries.append(&mut entries);
+        }
+    }
+
     /// Replaces the whole log with a snapshot received from the leader.
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
         if snapshot.meta.index <= self.snapshot.meta.index {

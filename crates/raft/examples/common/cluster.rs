@@ -71,11 +71,12 @@ impl Cluster {
             let node = &mut self.nodes[position];
             while node.has_ready() {
                 progress = true;
-                let ready = node.ready();
+                let mut ready = node.ready();
                 if let Some(snapshot) = &ready.snapshot {
                     node.storage_mut().apply_snapshot(snapshot.clone());
                 }
-                node.storage_mut().append(&ready.entries);
+                node.storage_mut()
+                    .append_owned(std::mem::take(&mut ready.entries));
                 if let Some(hard_state) = ready.hard_state {
                     node.storage_mut().set_hard_state(hard_state);
                 }
