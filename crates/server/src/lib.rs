@@ -1,0 +1,5 @@
+//! The Flotilla server: drives the Raft core with durable storage, talks to peers, applies
+//! committed entries to an MVCC key-value store and serves etcd's v3 gRPC API.
+#![deny(missing_docs)]
+
+pub mod proto;

@@ -1,0 +1,18 @@
+//! etcd's v3 API as generated from `proto/` (package names as etcd's, so that clients work
+//! unchanged).
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// Key-value types: `KeyValue`, `Event`.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// Requests, responses and services.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// Flotilla's own log-entry messages.
+pub mod flotillapb {
+    tonic::include_proto!("flotillapb");
+}
