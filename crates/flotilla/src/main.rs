@@ -1,5 +1,6 @@
-//! `flotilla`: Flotilla's command line. For now it runs the deterministic cluster simulator;
-//! the server, the development cluster and the benchmarks will be further subcommands.
+//! `flotilla`: Flotilla's command line: a node (`serve`), a local cluster (`dev`), etcdctl-style
+//! client commands, the deterministic cluster simulator (`sim`) and storage inspection
+//! (`wal`).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,11 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sim::{FaultSet, Outcome, SimConfig};
+use sim::{FaultSet, Outcome, SimConfig, StorageKind};
+
+mod client;
+mod dev;
+mod wal;
 
 /// Flotilla: a Raft consensus engine and an etcd-compatible key-value store.
 #[derive(Debug, Parser)]
@@ -16,13 +21,25 @@ use sim::{FaultSet, Outcome, SimConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: client::ClientOptions,
 }
 
 /// The subcommands. Rationale: one enum, so that `serve`, `dev` and `bench` join as variants.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one node (etcd's flags: --name, --data-dir, --initial-cluster, ...).
+    Serve(server::config::ServeArgs),
+    /// Run a local cluster of N node processes on loopback (data in ./flotilla-data).
+    Dev(dev::DevArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
     /// Run the deterministic cluster simulator over many seeds, or replay one seed.
     Sim(SimArgs),
+    /// Inspect or verify a node's storage directory (WAL segments and snapshot files) without
+    /// changing it.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
 }
 
 /// Arguments of `flotilla sim`.
@@ -50,9 +67,13 @@ struct SimArgs {
     #[arg(long, default_value_t = 1000)]
     chaos_ticks: u64,
     /// Faults the seeds may choose: all, none, or a comma-separated list of partition, loss,
-    /// duplicate, delay, crash, pause, clock, membership, transfer, lease.
+    /// duplicate, delay, crash, pause, clock, membership, transfer, lease, disk, corrupt.
     #[arg(long, default_value = "all")]
     faults: FaultSet,
+    /// What the nodes persist into: wal (the real WAL on a simulated disk, with torn writes,
+    /// failed fsyncs and damaged records) or memory (MemoryStorage, faster).
+    #[arg(long, default_value = "wal")]
+    storage: StorageKind,
     /// With --seed: print every event.
     #[arg(long)]
     trace: bool,
@@ -67,7 +88,55 @@ struct SimArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Dev(args) => match tokio_runtime() {
+            Ok(runtime) => runtime.block_on(dev::run(args)),
+            Err(code) => code,
+        },
+        Command::Client(command) => match tokio_runtime() {
+            Ok(runtime) => runtime.block_on(client::run(command, cli.client)),
+            Err(code) => code,
+        },
         Command::Sim(args) => run_sim(args),
+        Command::Wal(command) => wal::run(command),
+    }
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("Error: starting the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+fn run_serve(args: server::config::ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(server::serve::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -79,6 +148,7 @@ impl SimArgs {
             clients: self.clients,
             chaos_ticks: self.chaos_ticks,
             faults: self.faults,
+            storage: self.storage,
             recent_events: self.last_events,
             keep_trace,
             ..SimConfig::default()
@@ -93,8 +163,8 @@ impl SimArgs {
     fn replay_command(&self, seed: u64, nodes: usize) -> String {
         format!(
             "cargo run --release -p flotilla -- sim --seed {seed} --nodes {nodes} --ops {} --clients {} \
-             --chaos-ticks {} --faults {} --trace",
-            self.ops, self.clients, self.chaos_ticks, self.faults
+             --chaos-ticks {} --faults {} --storage {} --trace",
+            self.ops, self.clients, self.chaos_ticks, self.faults, self.storage
         )
     }
 }
@@ -139,7 +209,8 @@ fn replay(args: &SimArgs, seed: u64) -> ExitCode {
     let stats = outcome.stats;
     println!(
         "seed {seed} ({nodes} nodes): {} events, {} ticks, {} ops ({} completed, {} indeterminate), \
-         term {}, commit {}, {} crashes, {} reads; trace hash {:016x}; {:.1} ms",
+         term {}, commit {}, {} crashes ({} torn writes discarded, {} failed fsyncs, {} disks \
+         damaged, {} replaced), {} reads; trace hash {:016x}; {:.1} ms",
         stats.events,
         stats.ticks,
         stats.ops_invoked,
@@ -148,6 +219,10 @@ fn replay(args: &SimArgs, seed: u64) -> ExitCode {
         stats.max_term,
         stats.committed_index,
         stats.crashes,
+        stats.torn_tails,
+        stats.storage_failures,
+        stats.corrupted_nodes,
+        stats.replacements,
         if stats.lease_reads { "lease" } else { "ReadIndex" },
         outcome.trace_hash,
         elapsed.as_secs_f64() * 1000.0
@@ -170,6 +245,26 @@ fn report_failure(args: &SimArgs, outcome: &Outcome, nodes: usize) {
     println!("replay: {}", args.replay_command(outcome.seed, nodes));
 }
 
+/// Sums of [`sim::Stats`]' disk fault counts over a batch.
+#[derive(Debug, Default)]
+struct DiskFaultTotals {
+    crashes: u64,
+    torn_tails: u64,
+    storage_failures: u64,
+    corrupted_nodes: u64,
+    replacements: u64,
+}
+
+impl DiskFaultTotals {
+    fn add(&mut self, stats: &sim::Stats) {
+        self.crashes += stats.crashes;
+        self.torn_tails += stats.torn_tails;
+        self.storage_failures += stats.storage_failures;
+        self.corrupted_nodes += stats.corrupted_nodes;
+        self.replacements += stats.replacements;
+    }
+}
+
 fn batch(args: &SimArgs) -> ExitCode {
     let progress = ProgressBar::new(args.seeds);
     progress.set_style(
@@ -179,6 +274,8 @@ fn batch(args: &SimArgs) -> ExitCode {
     let next = AtomicU64::new(0);
     let failures: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     let ops = AtomicU64::new(0);
+    // Totals of the faults that hit the disks, so that a passing batch shows they happened.
+    let disk_faults = Mutex::new(DiskFaultTotals::default());
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..args.jobs.max(1) {
@@ -190,6 +287,10 @@ fn batch(args: &SimArgs) -> ExitCode {
                 let seed = args.first_seed + offset;
                 let outcome = sim::run(seed, &args.config(args.nodes_for(seed), false));
                 ops.fetch_add(outcome.stats.ops_invoked, Ordering::Relaxed);
+                disk_faults
+                    .lock()
+                    .expect("no worker panics")
+                    .add(&outcome.stats);
                 if outcome.violation.is_some() {
                     let mut failures = failures.lock().expect("no worker panics");
                     failures.push(outcome);
@@ -205,13 +306,26 @@ fn batch(args: &SimArgs) -> ExitCode {
     failures.sort_by_key(|outcome| outcome.seed);
     println!("{} seeds, {} violations", args.seeds, failures.len());
     println!(
-        "({} client operations in {elapsed:.1} s: {:.0} seeds/s with {} job(s); cluster sizes {:?}, faults {})",
+        "({} client operations in {elapsed:.1} s: {:.0} seeds/s with {} job(s); cluster sizes {:?}, faults {}, storage {})",
         ops.load(Ordering::Relaxed),
         args.seeds as f64 / elapsed.max(1e-9),
         args.jobs.max(1),
         args.nodes,
-        args.faults
+        args.faults,
+        args.storage
     );
+    let disk_faults = disk_faults.into_inner().expect("no worker panics");
+    if args.storage == StorageKind::Wal {
+        println!(
+            "(disk faults: {} crashes, {} torn writes discarded on restart, {} failed fsyncs, \
+             {} disks damaged and refused, {} nodes replaced)",
+            disk_faults.crashes,
+            disk_faults.torn_tails,
+            disk_faults.storage_failures,
+            disk_faults.corrupted_nodes,
+            disk_faults.replacements
+        );
+    }
     let Some(first) = failures.first() else {
         return ExitCode::SUCCESS;
     };

@@ -2,4 +2,11 @@
 //! committed entries to an MVCC key-value store and serves etcd's v3 gRPC API.
 #![deny(missing_docs)]
 
+pub mod cluster;
+pub mod config;
+pub mod mvcc;
 pub mod proto;
+pub mod runtime;
+pub mod serve;
+pub mod services;
+pub mod transport;

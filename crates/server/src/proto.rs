@@ -16,3 +16,8 @@ pub mod etcdserverpb {
 pub mod flotillapb {
     tonic::include_proto!("flotillapb");
 }
+
+/// Flotilla's wire format for Raft messages between peers (see `crate::transport`).
+pub mod raftpb {
+    tonic::include_proto!("raftpb");
+}

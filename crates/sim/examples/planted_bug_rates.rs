@@ -1,9 +1,10 @@
 //! How often each planted bug is caught: runs the first N seeds (default 1000) with each bug
 //! and prints the first catching seed and the share of seeds that catch it.
 //!
-//! `cargo run --release -p flotilla-sim --features planted-bugs --example planted_bug_rates [N]`
+//! `cargo run --release -p flotilla-sim --features planted-bugs --example planted_bug_rates [N]
+//! [wal|memory] [FAULTS]`: the storage defaults to the WAL and the faults to all.
 
-use sim::{run, PlantedBug, SimConfig};
+use sim::{run, FaultSet, PlantedBug, SimConfig, StorageKind};
 
 fn main() {
     // Panics in the buggy core are caught and counted as violations; do not print each one.
@@ -11,9 +12,17 @@ fn main() {
     let seeds: u64 = std::env::args()
         .nth(1)
         .map_or(1000, |text| text.parse().expect("a number"));
+    let storage: StorageKind = std::env::args()
+        .nth(2)
+        .map_or(StorageKind::Wal, |text| text.parse().expect("wal or memory"));
+    let faults: FaultSet = std::env::args()
+        .nth(3)
+        .map_or(FaultSet::all(), |text| text.parse().expect("a fault set"));
     let small = SimConfig {
         ops: 100,
         chaos_ticks: 600,
+        storage,
+        faults,
         ..SimConfig::default()
     };
     let cases = [
@@ -40,6 +49,7 @@ fn main() {
         ("AckBeforeCommit", PlantedBug::AckBeforeCommit, true),
         ("StaleLocalRead", PlantedBug::StaleLocalRead, true),
         ("VoteNotPersisted", PlantedBug::VoteNotPersisted, true),
+        ("SyncOnlyEntries", PlantedBug::SyncOnlyEntries, true),
     ];
     for (name, bug, check_commit_rule) in cases {
         let config = SimConfig {

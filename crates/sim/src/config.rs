@@ -26,10 +26,18 @@ pub struct FaultSet {
     pub transfer: bool,
     /// Some seeds use lease-based reads instead of ReadIndex.
     pub lease: bool,
+    /// With the WAL: a node's fsync fails, so it stops in the middle of a write, and the power
+    /// failure that follows loses or tears what it had not synced. (Every crash with the WAL
+    /// also loses or tears the unsynced tail, as the seed chooses.)
+    pub disk: bool,
+    /// With the WAL: a bit flips in an old record (or the newest snapshot) of a crashed node,
+    /// on a minority of the nodes. The node refuses to start; the operator leaves it down or
+    /// replaces it with a new member.
+    pub corrupt: bool,
 }
 
 /// The names `--faults` accepts, in the order [`FaultSet`]'s `Display` prints them.
-pub const FAULT_NAMES: [&str; 10] = [
+pub const FAULT_NAMES: [&str; 12] = [
     "partition",
     "loss",
     "duplicate",
@@ -40,6 +48,8 @@ pub const FAULT_NAMES: [&str; 10] = [
     "membership",
     "transfer",
     "lease",
+    "disk",
+    "corrupt",
 ];
 
 impl FaultSet {
@@ -56,6 +66,8 @@ impl FaultSet {
             membership: true,
             transfer: true,
             lease: true,
+            disk: true,
+            corrupt: true,
         }
     }
 
@@ -72,10 +84,12 @@ impl FaultSet {
             membership: false,
             transfer: false,
             lease: false,
+            disk: false,
+            corrupt: false,
         }
     }
 
-    fn flags_mut(&mut self) -> [&mut bool; 10] {
+    fn flags_mut(&mut self) -> [&mut bool; 12] {
         [
             &mut self.partition,
             &mut self.loss,
@@ -87,10 +101,12 @@ impl FaultSet {
             &mut self.membership,
             &mut self.transfer,
             &mut self.lease,
+            &mut self.disk,
+            &mut self.corrupt,
         ]
     }
 
-    fn flags(&self) -> [bool; 10] {
+    fn flags(&self) -> [bool; 12] {
         [
             self.partition,
             self.loss,
@@ -102,6 +118,8 @@ impl FaultSet {
             self.membership,
             self.transfer,
             self.lease,
+            self.disk,
+            self.corrupt,
         ]
     }
 
@@ -167,6 +185,42 @@ impl fmt::Display for FaultSet {
     }
 }
 
+/// What each node persists into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StorageKind {
+    /// The real WAL and snapshot files (`storage::DiskLog`), each node on its own simulated
+    /// disk (`storage::SimDisk`), so that crashes lose what was not synced, tear the last
+    /// write, and can meet damaged records.
+    #[default]
+    Wal,
+    /// `raft::MemoryStorage`: a crash keeps exactly what the persist step wrote. Faster, and
+    /// blind to the WAL's bugs.
+    Memory,
+}
+
+impl FromStr for StorageKind {
+    type Err = String;
+
+    /// `wal` or `memory`.
+    fn from_str(text: &str) -> Result<StorageKind, String> {
+        match text {
+            "wal" => Ok(StorageKind::Wal),
+            "memory" => Ok(StorageKind::Memory),
+            _ => Err(format!("unknown storage {text:?}; expected wal or memory")),
+        }
+    }
+}
+
+impl fmt::Display for StorageKind {
+    /// The form [`StorageKind::from_str`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StorageKind::Wal => "wal",
+            StorageKind::Memory => "memory",
+        })
+    }
+}
+
 /// A deliberate bug for the detection tests: one of the core's, or one in the simulator's own
 /// driver or state machine. Only with the `planted-bugs` feature.
 #[cfg(feature = "planted-bugs")]
@@ -182,6 +236,10 @@ pub enum PlantedBug {
     /// The driver sends a Ready's messages before its hard state is durable, so a crash in
     /// between forgets the vote the messages granted.
     VoteNotPersisted,
+    /// The driver fsyncs only the Readys that carry entries or a snapshot: a vote alone is
+    /// written but not synced before the grant is sent, and a power failure forgets it. Only
+    /// the WAL on the simulated disk can show this one; `MemoryStorage` keeps every write.
+    SyncOnlyEntries,
 }
 
 /// The settings of a simulation run; the seed chooses everything else.
@@ -197,6 +255,8 @@ pub struct SimConfig {
     pub chaos_ticks: u64,
     /// The faults the seed may choose from.
     pub faults: FaultSet,
+    /// What the nodes persist into.
+    pub storage: StorageKind,
     /// How many recent events a failure report shows.
     pub recent_events: usize,
     /// Keep every event, for `--trace`.
@@ -218,6 +278,7 @@ impl Default for SimConfig {
             clients: 4,
             chaos_ticks: 1000,
             faults: FaultSet::all(),
+            storage: StorageKind::default(),
             recent_events: 60,
             keep_trace: false,
             check_commit_rule: true,
@@ -233,7 +294,13 @@ mod tests {
 
     #[test]
     fn fault_sets_print_what_they_parse() {
-        for text in ["all", "none", "partition,crash", "loss,lease"] {
+        for text in [
+            "all",
+            "none",
+            "partition,crash",
+            "loss,lease",
+            "crash,disk,corrupt",
+        ] {
             let set: FaultSet = text.parse().expect("valid");
             assert_eq!(set.to_string(), text);
         }
@@ -241,5 +308,13 @@ mod tests {
         assert!(set.crash);
         assert!(!set.partition);
         assert!("crash,meteor".parse::<FaultSet>().is_err());
+    }
+
+    #[test]
+    fn storage_kinds_print_what_they_parse() {
+        for kind in [StorageKind::Wal, StorageKind::Memory] {
+            assert_eq!(kind.to_string().parse::<StorageKind>(), Ok(kind));
+        }
+        assert!("disk".parse::<StorageKind>().is_err());
     }
 }

@@ -25,12 +25,15 @@ pub mod config;
 pub mod invariants;
 pub mod kv;
 pub mod linearizability;
+mod node_storage;
 pub mod rng;
 pub mod simulation;
 pub mod trace;
 
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use config::{FaultSet, SimConfig};
+pub use config::{FaultSet, SimConfig, StorageKind};
 pub use invariants::Violation;
-pub use simulation::{run, Outcome, Stats, LIVENESS_BOUND_TICKS, TICK};
+pub use simulation::{
+    run, Outcome, Stats, LIVENESS_BOUND_BARE_QUORUM_TICKS, LIVENESS_BOUND_TICKS, TICK,
+};

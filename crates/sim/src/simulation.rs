@@ -9,16 +9,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use bytes::Bytes;
 use raft::{
     Config, ConfigChange, ConfigChangeStep, ConfigState, ConfigTransition, EntryPayload, HardState,
     LogStorage, MemoryStorage, Message, MessageBody, Node, NodeId, ProposeError, ReadMode, Ready,
     Role,
 };
+use storage::Bootstrap;
 
-use crate::config::SimConfig;
+use crate::config::{SimConfig, StorageKind};
 use crate::invariants::{Invariants, Violation};
 use crate::kv::{Action, Answer, ClientId, Command, KvStore};
 use crate::linearizability::{self, History, Operation, OperationId, Response};
+use crate::node_storage::{crash_mode, DurableLog, NodeDisk, NodeStorage, SNAPSHOT_LAG_ENTRIES};
 use crate::rng::SimRng;
 use crate::trace::{DropReason, Event, MessageSummary, OpSummary, Trace};
 
@@ -34,11 +37,21 @@ const ELECTION_MAX_TICKS: u64 = 30;
 /// ten of the longest election timeouts.
 pub const LIVENESS_BOUND_TICKS: u64 = 10 * ELECTION_MAX_TICKS;
 
+/// The bound when a voter of the configuration is down for good (its disk is damaged and the
+/// operator left it down). Rationale: the cluster then runs on a bare quorum in which often only
+/// one node's log can win an election, and it must time out first; each round succeeds with
+/// probability about 1/3, so ten rounds fail about once in a few thousand such runs (seen:
+/// elected after 316 to 402 ticks), thirty practically never.
+pub const LIVENESS_BOUND_BARE_QUORUM_TICKS: u64 = 3 * LIVENESS_BOUND_TICKS;
+
 /// A client waits this long for an answer before it tries another node.
 const ATTEMPT_TIMEOUT_TICKS: u64 = 3 * ELECTION_MAX_TICKS;
 
 /// A client gives up on an operation this long after invoking it; the outcome is then unknown.
 const OPERATION_DEADLINE_TICKS: u64 = 4 * ATTEMPT_TIMEOUT_TICKS;
+
+/// Mixed into the seed for [`World::disk_rng`].
+const DISK_RANDOM_STREAM: u64 = 0xD15C_D15C_D15C_D15C;
 
 /// The most nodes the nemesis adds beyond the founding members.
 const JOINERS_MAX: u64 = 3;
@@ -89,6 +102,14 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Whether this seed used lease-based reads.
     pub lease_reads: bool,
+    /// Restarts whose recovery discarded a torn write at the end of the WAL.
+    pub torn_tails: u64,
+    /// Nodes stopped by a failed write or fsync.
+    pub storage_failures: u64,
+    /// Nodes whose disk the nemesis damaged; each refused to start.
+    pub corrupted_nodes: u64,
+    /// Failed nodes an operator replaced with a new member (removed, added, promoted).
+    pub replacements: u64,
 }
 
 /// Runs one seed. Never panics: a panic inside the core or the driver is reported as a
@@ -117,6 +138,8 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
 enum Status {
     Up,
     Crashed,
+    /// Refused to start: its disk is damaged. It stays down for good.
+    Failed,
     /// Removed from the configuration and shut down for good.
     Removed,
 }
@@ -126,10 +149,23 @@ struct SimNode {
     id: NodeId,
     config: Config,
     /// `None` while crashed or removed.
-    node: Option<Node<MemoryStorage>>,
-    /// What survived the last crash. While the node runs, the storage inside the node is the
-    /// durable state: the driver writes to it only at the persist step of a Ready.
-    durable: MemoryStorage,
+    node: Option<Node<NodeStorage>>,
+    /// With `MemoryStorage`, what survived the last crash. While the node runs, the storage
+    /// inside the node is the durable state: the driver writes to it only at the persist step
+    /// of a Ready.
+    durable: Option<MemoryStorage>,
+    /// With the WAL: the node's own disk, which outlives its crashes.
+    disk: Option<NodeDisk>,
+    /// With the WAL, after a crash between two events: what the log held durably, for the
+    /// restart to compare.
+    durable_at_crash: Option<DurableLog>,
+    /// Hard states written without a sync since the last sync of this life.
+    unsynced_hard_states: Vec<HardState>,
+    /// The damage the nemesis did to this node's disk: its next start must fail.
+    corrupted: Option<String>,
+    /// With the WAL: a snapshot of the state machine as of an index, recorded once the node
+    /// has applied [`SNAPSHOT_LAG_ENTRIES`] more (the WAL compacts up to its snapshot).
+    snapshot_candidate: Option<(u64, ConfigState, Bytes)>,
     status: Status,
     /// Counts restarts, so that events for an earlier life are ignored.
     incarnation: u64,
@@ -244,6 +280,8 @@ enum Ev {
     },
     Heal,
     Probe,
+    /// The operator's next step in replacing a failed node.
+    Operator,
 }
 
 /// The simulated network's current faults.
@@ -290,6 +328,10 @@ enum Fault {
     ClockJump,
     Membership,
     Transfer,
+    /// A node's next fsync fails: it stops in the middle of a write.
+    DiskFailure,
+    /// A bit flips in an old record of a crashed node's disk.
+    Corrupt,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +346,11 @@ struct World {
     config: SimConfig,
     params: Params,
     rng: SimRng,
+    /// The storage's own random choices: WAL layouts, how crashes treat unsynced writes, what
+    /// is damaged, the operator's response. Rationale: a separate stream, so that a seed runs
+    /// the same schedule of faults and requests with `--storage wal` as with `memory`, and a
+    /// difference in outcome comes from the storage alone.
+    disk_rng: SimRng,
     now: u64,
     sequence: u64,
     queue: BTreeMap<(u64, u64), Ev>,
@@ -338,6 +385,23 @@ struct World {
     probe_request: u64,
     probe_done_at: Option<u64>,
     stats: Stats,
+    /// Failed nodes the operator replaces, one after the other.
+    replacements: VecDeque<Replacement>,
+    /// Membership changes proposed and not yet known applied: each one's log index and the
+    /// voter sets that will need a quorum if it applies. Until a configuration at or after that
+    /// index applies, faults must leave those quorums healthy too. Rationale for keeping all of
+    /// them: a change proposed by an earlier leader may still commit after a later leader's.
+    proposed_quorums: Vec<(u64, Vec<Vec<NodeId>>)>,
+}
+
+/// An operator replacing a node whose disk is damaged: remove it, start a new empty node, add
+/// it as a learner, promote it once it has caught up. Rationale for a new id: the damaged
+/// node's votes are lost with its disk; under its old id, a wiped node could vote twice in a
+/// term.
+#[derive(Clone, Copy, Debug)]
+struct Replacement {
+    failed: NodeId,
+    new: Option<NodeId>,
 }
 
 /// The whole simulation.
@@ -392,6 +456,30 @@ fn to_history_operation(op: OpSummary) -> Operation {
             Operation::CompareAndSwap { key, expected, new }
         }
     }
+}
+
+/// The voter sets that need a quorum while `change` moves away from `config` and after: the
+/// current voters and the incoming ones. (Rationale for counting both even for a one-step
+/// change: until it applies, the old set still decides.)
+fn quorums_after(config: &ConfigState, change: &ConfigChange) -> Vec<Vec<NodeId>> {
+    let mut incoming = config.voters.clone();
+    for step in &change.steps {
+        match *step {
+            ConfigChangeStep::AddVoter(id) => {
+                if !incoming.contains(&id) {
+                    incoming.push(id);
+                }
+            }
+            ConfigChangeStep::AddLearner(id) | ConfigChangeStep::RemoveNode(id) => {
+                incoming.retain(|&voter| voter != id);
+            }
+        }
+    }
+    let mut quorums = vec![config.voters.clone(), incoming];
+    if config.is_joint() {
+        quorums.push(config.voters_outgoing.clone());
+    }
+    quorums
 }
 
 #[cfg(feature = "planted-bugs")]
@@ -487,6 +575,17 @@ impl World {
         #[cfg(feature = "planted-bugs")]
         {
             has_bug(&self.config, crate::config::PlantedBug::VoteNotPersisted)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
+    fn bug_sync_only_entries(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            has_bug(&self.config, crate::config::PlantedBug::SyncOnlyEntries)
         }
         #[cfg(not(feature = "planted-bugs"))]
         {
@@ -658,7 +757,7 @@ impl World {
 }
 
 impl SimNode {
-    fn node(&mut self) -> &mut Node<MemoryStorage> {
+    fn node(&mut self) -> &mut Node<NodeStorage> {
         self.node.as_mut().expect("the node is running")
     }
 
@@ -677,9 +776,13 @@ fn process(sim_node: &mut SimNode, world: &mut World) {
                 break;
             }
             let ready = node.ready();
-            let config_applied = handle_ready(sim_node, world, ready);
-            sim_node.node().advance();
-            after_advance(sim_node, world, config_applied);
+            match handle_ready(sim_node, world, ready) {
+                ReadyOutcome::Handled { config_applied } => {
+                    sim_node.node().advance();
+                    after_advance(sim_node, world, config_applied);
+                }
+                ReadyOutcome::Stopped => break,
+            }
         }
         if world.feedback.is_empty() {
             return;
@@ -713,9 +816,19 @@ fn give_feedback(sim_node: &mut SimNode, feedback: Feedback) {
     }
 }
 
-/// Steps 1 to 4 of the Ready contract. Returns the index of the last membership change among
-/// the committed entries, if any.
-fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Option<u64> {
+/// What handling a Ready came to.
+enum ReadyOutcome {
+    /// Steps 1 to 4 are done; the core may be advanced.
+    Handled {
+        /// The index of the last membership change among the committed entries, if any.
+        config_applied: Option<u64>,
+    },
+    /// The node's storage failed at step 1: the node stopped, having sent and applied nothing.
+    Stopped,
+}
+
+/// Steps 1 to 4 of the Ready contract.
+fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> ReadyOutcome {
     let id = sim_node.id;
     let now = world.now;
     let incarnation = sim_node.incarnation;
@@ -743,11 +856,9 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Opti
         }
     }
 
-    // 1. Persist: snapshot, entries, hard state.
+    // 1. Persist: snapshot, entries, hard state, with one write (and one fsync if needed).
+    // The hard state's checks come after it, as they read the log's terms through the core.
     let node = sim_node.node.as_mut().expect("running");
-    if let Some(snapshot) = &ready.snapshot {
-        node.storage_mut().apply_snapshot(snapshot.clone());
-    }
     if let (Some(first), Some(last)) = (ready.entries.first(), ready.entries.last()) {
         for entry in &ready.entries {
             let result = world.invariants.on_persist(now, id, entry);
@@ -759,7 +870,51 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Opti
             last: last.index,
             term: last.term,
         });
-        node.storage_mut().append(&ready.entries);
+    }
+    let mut hard_state_to_persist = ready.hard_state;
+    if let Some(hard_state) = ready.hard_state.filter(|_| world.bug_vote_not_persisted()) {
+        // The planted bug: the hard state reaches the disk a little after the messages that
+        // depend on it have left.
+        sim_node.deferred_hard_states.push_back(hard_state);
+        hard_state_to_persist = None;
+        let at = now + world.rng.range(1, 3 * TICK);
+        world.schedule(
+            at,
+            Ev::DeferredHardState {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+    // A commit index alone is written without a sync, as the contract allows, except when it
+    // commits a membership change. Rationale: a configuration takes effect when applied, and
+    // after a crash a node re-applies only up to its durable commit index. Lose a commit that
+    // made a node the last voter, with the leader that removed itself already shut down, and
+    // no one is left to tell it again: the cluster is stuck in the old configuration
+    // (docs/TESTING.md, "The commit index and membership").
+    let commits_config_change = ready
+        .committed_entries
+        .iter()
+        .any(|entry| matches!(entry.payload, EntryPayload::ConfigChange(_)));
+    let must_sync = if world.bug_sync_only_entries() {
+        !ready.entries.is_empty() || ready.snapshot.is_some()
+    } else {
+        ready.must_sync || commits_config_change
+    };
+    let persisted = node.storage_mut().persist(
+        ready.snapshot.as_ref(),
+        &ready.entries,
+        hard_state_to_persist,
+        must_sync,
+    );
+    if let Err(error) = persisted {
+        storage_failed(sim_node, world, &error);
+        return ReadyOutcome::Stopped;
+    }
+    if must_sync {
+        sim_node.unsynced_hard_states.clear();
+    } else {
+        sim_node.unsynced_hard_states.extend(hard_state_to_persist);
     }
     if let Some(hard_state) = ready.hard_state {
         if hard_state.commit < sim_node.commit_seen {
@@ -805,21 +960,6 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Opti
             vote: hard_state.vote,
             commit: hard_state.commit,
         });
-        if world.bug_vote_not_persisted() {
-            // The planted bug: the hard state reaches the disk a little after the messages
-            // that depend on it have left.
-            sim_node.deferred_hard_states.push_back(hard_state);
-            let at = now + world.rng.range(1, 3 * TICK);
-            world.schedule(
-                at,
-                Ev::DeferredHardState {
-                    node: id,
-                    incarnation,
-                },
-            );
-        } else {
-            node.storage_mut().set_hard_state(hard_state);
-        }
     }
 
     // 2. Send, only now that the state they depend on is durable.
@@ -874,7 +1014,7 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Opti
                     entry.index, sim_node.applied
                 ),
             );
-            return config_applied;
+            return ReadyOutcome::Handled { config_applied };
         }
         let mut applied_write = None;
         match &entry.payload {
@@ -912,7 +1052,58 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Opti
         }
     }
     serve_released_reads(sim_node, world);
-    config_applied
+    ReadyOutcome::Handled { config_applied }
+}
+
+/// A write or fsync failed: the node must stop (FORMAT.md: after a failed fsync nothing written
+/// can be trusted). It is modelled as a power failure in the middle of the write, so the crash
+/// loses or tears what was not synced, and the node restarts from its disk a little later.
+fn storage_failed(sim_node: &mut SimNode, world: &mut World, error: &storage::Error) {
+    let id = sim_node.id;
+    world.stats.storage_failures += 1;
+    world.note(format!("n{id}'s storage fails ({error}); the node stops"));
+    power_off(sim_node, world, false);
+    let at = world.now + world.disk_rng.range(1, 60) * TICK;
+    world.schedule(at, Ev::Restart { node: id });
+}
+
+/// The node loses power: the process and everything in flight are gone, and so is whatever its
+/// disk had not synced (with the WAL the seed chooses whether the unsynced tail is dropped or
+/// torn). `between_events` says that no write was in progress, so that the restart can check
+/// that everything synced is still there.
+fn power_off(sim_node: &mut SimNode, world: &mut World, between_events: bool) {
+    let id = sim_node.id;
+    let Some(node) = sim_node.node.take() else {
+        return;
+    };
+    match node.storage() {
+        NodeStorage::Memory(memory) => sim_node.durable = Some(MemoryStorage::clone(memory)),
+        NodeStorage::Wal(log) => {
+            let unsynced = std::mem::take(&mut sim_node.unsynced_hard_states);
+            sim_node.durable_at_crash = between_events.then(|| DurableLog::of(log, unsynced));
+        }
+    }
+    sim_node.unsynced_hard_states.clear();
+    drop(node);
+    let mut how = String::new();
+    if let Some(disk) = &sim_node.disk {
+        disk.disk.set_fail_syncs(false);
+        let mode = crash_mode(&mut world.disk_rng);
+        disk.disk.crash(mode);
+        how = match mode {
+            storage::CrashMode::DropUnsynced => " (unsynced writes lost)".to_owned(),
+            storage::CrashMode::TearUnsynced { .. } => " (unsynced writes torn)".to_owned(),
+        };
+    }
+    sim_node.status = Status::Crashed;
+    sim_node.paused = false;
+    sim_node.held.clear();
+    sim_node.pending_reads.clear();
+    sim_node.released_reads.clear();
+    sim_node.deferred_hard_states.clear();
+    sim_node.snapshot_candidate = None;
+    world.stats.crashes += 1;
+    world.note(format!("n{id} crashes{how}"));
 }
 
 /// The nemesis strikes a leader moments after its election, before or while it replicates:
@@ -1002,19 +1193,35 @@ fn after_advance(sim_node: &mut SimNode, world: &mut World, config_applied: Opti
     serve_released_reads(sim_node, world);
     let applied = sim_node.applied;
     let node = sim_node.node.as_mut().expect("running");
-    let durable_commit = node.storage().hard_state().commit;
-    if applied >= sim_node.snapshot_index + world.params.snapshot_every && applied <= durable_commit
-    {
-        let config = node.config_state().clone();
-        if node
-            .storage_mut()
-            .create_snapshot(applied, config, sim_node.kv.encode())
-        {
-            sim_node.snapshot_index = applied;
-            // Keep a few entries behind the snapshot, so that a follower slightly behind
-            // still gets entries and one far behind gets the snapshot.
-            node.storage_mut().compact(applied.saturating_sub(5));
+    let durable_commit = node.storage().durable_hard_state().commit;
+    let due = applied >= sim_node.snapshot_index + world.params.snapshot_every;
+    // A snapshot never covers more than the durable commit index: after a crash, the node must
+    // not restart with entries applied that its hard state does not call committed.
+    let snapshot = match node.storage() {
+        NodeStorage::Memory(_) => (due && applied <= durable_commit)
+            .then(|| (applied, node.config_state().clone(), sim_node.kv.encode())),
+        NodeStorage::Wal(_) => {
+            if due && sim_node.snapshot_candidate.is_none() {
+                let config = node.config_state().clone();
+                sim_node.snapshot_candidate = Some((applied, config, sim_node.kv.encode()));
+            }
+            match &sim_node.snapshot_candidate {
+                Some((index, _, _))
+                    if applied >= index + SNAPSHOT_LAG_ENTRIES && *index <= durable_commit =>
+                {
+                    sim_node.snapshot_candidate.take()
+                }
+                _ => None,
+            }
         }
+    };
+    let Some((index, config, data)) = snapshot else {
+        return;
+    };
+    match node.storage_mut().create_snapshot(index, config, data) {
+        Ok(true) => sim_node.snapshot_index = index,
+        Ok(false) => {}
+        Err(error) => storage_failed(sim_node, world, &error),
     }
 }
 
@@ -1060,6 +1267,7 @@ impl Simulation {
         let mut world = World {
             params,
             rng,
+            disk_rng: SimRng::new(seed ^ DISK_RANDOM_STREAM),
             now: 0,
             sequence: 0,
             queue: BTreeMap::new(),
@@ -1088,6 +1296,8 @@ impl Simulation {
                 lease_reads,
                 ..Stats::default()
             },
+            replacements: VecDeque::new(),
+            proposed_quorums: Vec::new(),
             config,
         };
         let seed_for_nodes = world.rng.next_u64();
@@ -1099,19 +1309,17 @@ impl Simulation {
         let description = format!(
             "seed {seed}: {} nodes, {} reads, pre-vote {pre_vote}, check-quorum {check_quorum}, \
              message bytes {message_bytes_max}, in flight {inflight_messages_max}, snapshot every {} \
-             entries, faults {}",
+             entries, faults {}, storage {}",
             founders.len(),
             if lease_reads { "lease" } else { "ReadIndex" },
             params.snapshot_every,
-            simulation.world.config.faults
+            simulation.world.config.faults,
+            simulation.world.config.storage
         );
         simulation.world.note(description);
         for &id in &founders {
-            simulation.start_node(
-                id,
-                MemoryStorage::new_with_config(initial.clone()),
-                seed_for_nodes,
-            );
+            let bootstrap = Bootstrap::Founder(initial.clone());
+            simulation.start_node(id, bootstrap, seed_for_nodes);
         }
         for client in 0..simulation.world.clients.len() {
             let at = simulation.world.rng.range(1, 20) * TICK;
@@ -1152,21 +1360,43 @@ impl Simulation {
         config
     }
 
-    fn start_node(&mut self, id: NodeId, storage: MemoryStorage, seed_for_nodes: u64) {
+    /// Starts a node on a fresh disk: a founding member from the bootstrap snapshot, a joiner
+    /// empty.
+    fn start_node(&mut self, id: NodeId, bootstrap: Bootstrap, seed_for_nodes: u64) {
         let config = self.node_config(id, seed_for_nodes);
-        let node = Node::new(config.clone(), storage.clone()).expect("a valid configuration");
-        let kv = KvStore::decode(&storage.snapshot().expect("memory storage has one").data);
+        let (storage, disk) = match self.world.config.storage {
+            StorageKind::Memory => {
+                let memory = match bootstrap {
+                    Bootstrap::Founder(initial) => MemoryStorage::new_with_config(initial),
+                    Bootstrap::Joiner => MemoryStorage::default(),
+                };
+                (NodeStorage::Memory(Box::new(memory)), None)
+            }
+            StorageKind::Wal => {
+                let disk = NodeDisk::new(id, bootstrap, &mut self.world.disk_rng);
+                let (log, _) = disk.open().expect("a fresh simulated disk opens");
+                (NodeStorage::Wal(Box::new(log)), Some(disk))
+            }
+        };
+        let kv = KvStore::decode(&storage.snapshot().expect("storage has one").data);
         let applied = storage.first_index() - 1;
+        let commit_seen = storage.durable_hard_state().commit;
+        let node = Node::new(config.clone(), storage).expect("a valid configuration");
         let sim_node = SimNode {
             id,
             config,
             node: Some(node),
-            durable: MemoryStorage::default(),
+            durable: None,
+            disk,
+            durable_at_crash: None,
+            unsynced_hard_states: Vec::new(),
+            corrupted: None,
+            snapshot_candidate: None,
             status: Status::Up,
             incarnation: 1,
             kv,
             applied,
-            commit_seen: storage.hard_state().commit,
+            commit_seen,
             paused: false,
             missed_ticks: 0,
             jump_on_resume: false,
@@ -1188,7 +1418,8 @@ impl Simulation {
     }
 
     fn run_to_end(&mut self) {
-        let hard_limit = (self.world.config.chaos_ticks + 4 * LIVENESS_BOUND_TICKS) * TICK;
+        let hard_limit =
+            (self.world.config.chaos_ticks + 2 * LIVENESS_BOUND_BARE_QUORUM_TICKS) * TICK;
         while self.world.violation.is_none() && self.world.phase != Phase::Done {
             let Some(((at, _), event)) = self.world.queue.pop_first() else {
                 break;
@@ -1274,13 +1505,17 @@ impl Simulation {
                 if let Some(sim_node) = self.nodes.get_mut(&node) {
                     if sim_node.incarnation == incarnation && sim_node.is_running() {
                         if let Some(hard_state) = sim_node.deferred_hard_states.pop_front() {
-                            sim_node.node().storage_mut().set_hard_state(hard_state);
+                            let storage = sim_node.node().storage_mut();
+                            if let Err(error) = storage.persist(None, &[], Some(hard_state), true) {
+                                storage_failed(sim_node, &mut self.world, &error);
+                            }
                         }
                     }
                 }
             }
             Ev::Heal => self.heal(),
             Ev::Probe => self.on_probe(),
+            Ev::Operator => self.on_operator(),
         }
     }
 
@@ -1367,19 +1602,80 @@ impl Simulation {
         let Some(sim_node) = self.nodes.get_mut(&id) else {
             return;
         };
-        let Some(node) = sim_node.node.take() else {
-            return;
-        };
-        // Only what the persist step wrote survives: the storage inside the node.
-        sim_node.durable = node.storage().clone();
-        sim_node.status = Status::Crashed;
-        sim_node.paused = false;
-        sim_node.held.clear();
-        sim_node.pending_reads.clear();
-        sim_node.released_reads.clear();
-        sim_node.deferred_hard_states.clear();
-        self.world.stats.crashes += 1;
-        self.world.note(format!("n{id} crashes"));
+        // Only what the persist step wrote (and, with the WAL, synced) survives.
+        power_off(sim_node, &mut self.world, true);
+    }
+
+    /// Opens the node's storage after a crash: `MemoryStorage` as it was, or the WAL reopened
+    /// from the disk. `None` if the node cannot start.
+    fn reopen_storage(&mut self, id: NodeId) -> Option<NodeStorage> {
+        let sim_node = self.nodes.get_mut(&id).expect("exists");
+        if let Some(memory) = sim_node.durable.take() {
+            return Some(NodeStorage::Memory(Box::new(memory)));
+        }
+        let disk = sim_node
+            .disk
+            .as_ref()
+            .expect("a node without memory storage has a disk");
+        let opened = disk.open();
+        let expected = sim_node.durable_at_crash.take();
+        let corrupted = sim_node.corrupted.clone();
+        let world = &mut self.world;
+        match (opened, corrupted) {
+            (Ok((log, report)), None) => {
+                world.note(format!("n{id} reopens its storage: {report}"));
+                if report.torn_tail.is_some() {
+                    world.stats.torn_tails += 1;
+                }
+                if let Some(expected) = expected {
+                    let reopened = DurableLog::of(&log, Vec::new());
+                    if !expected.is_kept_by(&reopened) {
+                        world.fail_now(
+                            "what a sync made durable survives a crash",
+                            format!(
+                                "n{id} synced {expected:?} but reopened {reopened:?} ({report})"
+                            ),
+                        );
+                    }
+                }
+                Some(NodeStorage::Wal(Box::new(log)))
+            }
+            (Ok(_), Some(damage)) => {
+                world.fail_now(
+                    "a damaged old record stops the node",
+                    format!("n{id} started from a disk with a flipped {damage}"),
+                );
+                None
+            }
+            (Err(error @ storage::Error::Corrupt { .. }), Some(damage)) => {
+                world.note(format!(
+                    "n{id} refuses to start: {error} (the nemesis flipped {damage})"
+                ));
+                sim_node.status = Status::Failed;
+                if world.disk_rng.chance(500) {
+                    world.note(format!("operator: n{id} stays down"));
+                } else {
+                    world.note(format!("operator: n{id} is replaced by a new member"));
+                    world.replacements.push_back(Replacement {
+                        failed: id,
+                        new: None,
+                    });
+                    if world.replacements.len() == 1 {
+                        let at = world.now + TICK;
+                        world.schedule(at, Ev::Operator);
+                    }
+                }
+                None
+            }
+            (Err(error), damage) => {
+                world.fail_now(
+                    "a node restarts from its own disk",
+                    format!("n{id} cannot open its storage: {error} (damage done: {damage:?})"),
+                );
+                sim_node.status = Status::Failed;
+                None
+            }
+        }
     }
 
     fn restart(&mut self, id: NodeId) {
@@ -1389,8 +1685,11 @@ impl Simulation {
         if sim_node.status != Status::Crashed {
             return;
         }
-        let storage = std::mem::take(&mut sim_node.durable);
-        let snapshot = storage.snapshot().expect("memory storage has one");
+        let Some(storage) = self.reopen_storage(id) else {
+            return;
+        };
+        let sim_node = self.nodes.get_mut(&id).expect("exists");
+        let snapshot = storage.snapshot().expect("storage has one");
         let mut config = sim_node.config.clone();
         // The state machine restarts from the snapshot; the core replays committed entries
         // after it. Each life gets its own election-timeout stream.
@@ -1399,7 +1698,7 @@ impl Simulation {
         sim_node.kv = KvStore::decode(&snapshot.data);
         sim_node.applied = snapshot.meta.index;
         sim_node.snapshot_index = snapshot.meta.index;
-        sim_node.commit_seen = storage.hard_state().commit.max(snapshot.meta.index);
+        sim_node.commit_seen = storage.durable_hard_state().commit.max(snapshot.meta.index);
         sim_node.incarnation += 1;
         sim_node.status = Status::Up;
         sim_node.node = Some(Node::new(config, storage).expect("a valid configuration"));
@@ -1517,15 +1816,14 @@ impl Simulation {
             return;
         }
         let (config_index, config) = &self.world.latest_config;
+        // A voter whose disk is damaged never starts again: the operator does not wait for it.
         let voters_applied = config
             .voters
             .iter()
             .chain(&config.voters_outgoing)
-            .all(|voter| {
-                self.nodes.get(voter).is_some_and(|sim_node| {
-                    sim_node.is_running() && sim_node.applied >= *config_index
-                })
-            });
+            .filter_map(|voter| self.nodes.get(voter))
+            .filter(|sim_node| sim_node.status != Status::Failed)
+            .all(|sim_node| sim_node.is_running() && sim_node.applied >= *config_index);
         if !voters_applied {
             return;
         }
@@ -1581,6 +1879,7 @@ impl Simulation {
             return;
         }
         let faults = self.world.config.faults;
+        let wal = self.world.config.storage == StorageKind::Wal;
         let candidates = [
             (Fault::Partition, faults.partition),
             (
@@ -1594,6 +1893,8 @@ impl Simulation {
             (Fault::ClockJump, faults.clock),
             (Fault::Membership, faults.membership),
             (Fault::Transfer, faults.transfer),
+            (Fault::DiskFailure, faults.disk && wal),
+            (Fault::Corrupt, faults.corrupt && wal),
         ];
         let kinds: Vec<Fault> = candidates
             .iter()
@@ -1657,6 +1958,18 @@ impl Simulation {
                 }
                 Fault::Membership => self.change_membership(),
                 Fault::Transfer => self.transfer_leadership(),
+                Fault::DiskFailure => {
+                    let targets = self.running_ids();
+                    if !targets.is_empty() {
+                        let target = self.pick_target(&targets);
+                        if let Some(disk) = &self.nodes[&target].disk {
+                            disk.disk.set_fail_syncs(true);
+                            self.world
+                                .note(format!("nemesis: n{target}'s next fsync fails"));
+                        }
+                    }
+                }
+                Fault::Corrupt => self.corrupt_a_disk(),
             }
         }
         let gap = self
@@ -1828,7 +2141,7 @@ impl Simulation {
                     let id = self.next_joiner;
                     self.next_joiner += 1;
                     let seed = self.world.rng.next_u64();
-                    self.start_node(id, MemoryStorage::default(), seed);
+                    self.start_node(id, Bootstrap::Joiner, seed);
                     self.world
                         .note(format!("n{id} starts empty, to join as a learner"));
                     ConfigChange::new([ConfigChangeStep::AddLearner(id)])
@@ -1864,17 +2177,211 @@ impl Simulation {
                 }
             }
         };
+        // Rationale: with a node down for good (a damaged disk), a removal could leave a
+        // configuration whose quorum can never be reached; an operator would not do that.
+        let quorums = quorums_after(&config, &change);
+        if !self.quorums_stay_healthy(&quorums, None) {
+            return;
+        }
+        self.propose_change(leader, change, &config);
+    }
+
+    /// Proposes a membership change at `leader`, whose applied configuration is `config`, and
+    /// remembers the quorums it will need.
+    fn propose_change(&mut self, leader: NodeId, change: ConfigChange, config: &ConfigState) {
         let sim_node = self.nodes.get_mut(&leader).expect("exists");
         let result = sim_node.node().propose_config_change(change.clone());
         self.world
             .note(format!("n{leader} proposes {change:?}: {result:?}"));
+        if let Ok(index) = result {
+            let applied_index = self.world.latest_config.0;
+            let proposed = &mut self.world.proposed_quorums;
+            proposed.retain(|(earlier, _)| *earlier > applied_index);
+            proposed.push((index, quorums_after(config, &change)));
+        }
         let sim_node = self.nodes.get_mut(&leader).expect("exists");
         process(sim_node, &mut self.world);
+    }
+
+    /// Whether a node counts against every quorum for good: its disk is damaged.
+    fn is_stuck(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|sim_node| {
+            sim_node.status == Status::Failed || sim_node.corrupted.is_some()
+        })
+    }
+
+    /// The voter sets that need a quorum: the applied configuration's, and those of every
+    /// proposed change until a configuration at or after it applies.
+    fn quorums_needed(&self) -> Vec<Vec<NodeId>> {
+        let (applied_index, config) = &self.world.latest_config;
+        let mut quorums = vec![config.voters.clone()];
+        if config.is_joint() {
+            quorums.push(config.voters_outgoing.clone());
+        }
+        for (index, proposed) in &self.world.proposed_quorums {
+            if index > applied_index {
+                quorums.extend(proposed.iter().cloned());
+            }
+        }
+        quorums
+    }
+
+    /// How long after the heal a write must commit: longer while a voter is down for good.
+    fn liveness_bound_ticks(&self) -> u64 {
+        let (_, config) = &self.world.latest_config;
+        let voter_down_for_good = config
+            .voters
+            .iter()
+            .chain(&config.voters_outgoing)
+            .any(|&voter| self.is_stuck(voter));
+        if voter_down_for_good {
+            LIVENESS_BOUND_BARE_QUORUM_TICKS
+        } else {
+            LIVENESS_BOUND_TICKS
+        }
+    }
+
+    /// Whether each of `quorums` keeps a majority of nodes that can run, should `also_lost`
+    /// also be lost for good.
+    fn quorums_stay_healthy(&self, quorums: &[Vec<NodeId>], also_lost: Option<NodeId>) -> bool {
+        quorums.iter().all(|voters| {
+            let healthy = voters
+                .iter()
+                .filter(|&&voter| Some(voter) != also_lost && !self.is_stuck(voter))
+                .count();
+            2 * healthy > voters.len()
+        })
+    }
+
+    /// Flips a bit in an old record on the disk of one node, crashed for the purpose, on a
+    /// minority of the nodes: at most (founders - 1) / 2 over the run, and only where every
+    /// quorum keeps a majority of healthy nodes without it. Rationale: the simulator checks
+    /// liveness after the faults heal, and no protocol survives losing a quorum's disks.
+    fn corrupt_a_disk(&mut self) {
+        let budget = (self.world.config.nodes as u64).saturating_sub(1) / 2;
+        if self.world.stats.corrupted_nodes >= budget {
+            return;
+        }
+        let quorums = self.quorums_needed();
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .values()
+            // Not a node removed but not yet shut down either: voters that have not applied
+            // its removal still count on it.
+            .filter(|sim_node| {
+                sim_node.disk.is_some()
+                    && matches!(sim_node.status, Status::Up | Status::Crashed)
+                    && sim_node.corrupted.is_none()
+                    && !self.world.to_remove.contains(&sim_node.id)
+            })
+            .map(|sim_node| sim_node.id)
+            .filter(|&id| self.quorums_stay_healthy(&quorums, Some(id)))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let target = self.world.rng.pick(&candidates);
+        if self.nodes[&target].is_running() {
+            self.crash(target);
+            let at = self.world.now + self.world.rng.range(5, 150) * TICK;
+            self.world.schedule(at, Ev::Restart { node: target });
+        }
+        let sim_node = self.nodes.get_mut(&target).expect("exists");
+        let disk = sim_node.disk.as_ref().expect("filtered");
+        match disk.corrupt_old_record(&mut self.world.disk_rng) {
+            Ok(damage) => {
+                self.world
+                    .note(format!("nemesis: on n{target}'s disk, flips {damage}"));
+                self.world.stats.corrupted_nodes += 1;
+                sim_node.corrupted = Some(damage);
+            }
+            Err(reason) => self.world.fail_now(
+                "the simulator can damage an old record",
+                format!("n{target}: {reason}"),
+            ),
+        }
+    }
+
+    /// The operator's next step in replacing the first failed node in line: remove it, start
+    /// a new empty node and add it as a learner, promote it once it has applied the latest
+    /// configuration. Each step is proposed again until the applied configuration shows it.
+    fn on_operator(&mut self) {
+        let Some(mut replacement) = self.world.replacements.front().copied() else {
+            return;
+        };
+        let again_at = self.world.now + ELECTION_MIN_TICKS * TICK;
+        let Some(leader) = self.current_leader() else {
+            self.world.schedule(again_at, Ev::Operator);
+            return;
+        };
+        let (config_index, config) = self.world.latest_config.clone();
+        let members = config.all_nodes();
+        let change = if config.is_joint() {
+            // Another change is under way; an explicit one waits for its leave.
+            (!config.auto_leave).then(ConfigChange::leave_joint)
+        } else {
+            match replacement.new {
+                None if members.contains(&replacement.failed) => {
+                    Some(ConfigChange::new([ConfigChangeStep::RemoveNode(
+                        replacement.failed,
+                    )]))
+                }
+                None => {
+                    let id = self.next_joiner;
+                    self.next_joiner += 1;
+                    let seed = self.world.rng.next_u64();
+                    self.start_node(id, Bootstrap::Joiner, seed);
+                    self.world.note(format!(
+                        "operator: n{id} starts empty, to replace n{}",
+                        replacement.failed
+                    ));
+                    replacement.new = Some(id);
+                    Some(ConfigChange::new([ConfigChangeStep::AddLearner(id)]))
+                }
+                Some(new)
+                    if config.voters.contains(&new)
+                        || matches!(self.nodes[&new].status, Status::Failed | Status::Removed) =>
+                {
+                    // Promoted; or the new node itself crashed for good or was removed by
+                    // another change: either way this replacement is over.
+                    self.world.note(format!(
+                        "operator: replacing n{} ends with n{new} {:?}",
+                        replacement.failed, self.nodes[&new].status
+                    ));
+                    self.world.stats.replacements += 1;
+                    self.world.replacements.pop_front();
+                    if !self.world.replacements.is_empty() {
+                        self.world.schedule(again_at, Ev::Operator);
+                    }
+                    return;
+                }
+                Some(new) if !members.contains(&new) => {
+                    Some(ConfigChange::new([ConfigChangeStep::AddLearner(new)]))
+                }
+                Some(new) => (self.nodes[&new].applied >= config_index)
+                    .then(|| ConfigChange::new([ConfigChangeStep::AddVoter(new)])),
+            }
+        };
+        if let Some(front) = self.world.replacements.front_mut() {
+            *front = replacement;
+        }
+        if let Some(change) = change {
+            let quorums = quorums_after(&config, &change);
+            if self.quorums_stay_healthy(&quorums, None) {
+                self.propose_change(leader, change, &config);
+            }
+        }
+        self.world.schedule(again_at, Ev::Operator);
     }
 
     // ----- Healing and liveness ----------------------------------------------------------------
 
     fn heal(&mut self) {
+        for sim_node in self.nodes.values() {
+            if let Some(disk) = &sim_node.disk {
+                disk.disk.set_fail_syncs(false);
+            }
+        }
         self.world.network.blocked.clear();
         self.world.network.partition_generation += 1;
         self.world.network.faults_generation += 1;
@@ -1912,7 +2419,8 @@ impl Simulation {
                 .clients
                 .iter()
                 .all(|client| client.pending.is_none());
-            if clients_idle || elapsed_ticks > LIVENESS_BOUND_TICKS + OPERATION_DEADLINE_TICKS {
+            let bound_ticks = self.liveness_bound_ticks();
+            if clients_idle || elapsed_ticks > bound_ticks + OPERATION_DEADLINE_TICKS {
                 self.world.note(format!(
                     "liveness: a write committed {} ticks after the heal",
                     (done_at - healed_at) / TICK
@@ -1920,12 +2428,13 @@ impl Simulation {
                 self.world.phase = Phase::Done;
                 return;
             }
-        } else if elapsed_ticks > LIVENESS_BOUND_TICKS {
+        } else if elapsed_ticks > self.liveness_bound_ticks() {
+            let bound_ticks = self.liveness_bound_ticks();
             let leader = self.current_leader();
             self.world.fail_now(
                 "liveness",
                 format!(
-                    "no write committed within {LIVENESS_BOUND_TICKS} ticks of the heal (leader now: {leader:?})"
+                    "no write committed within {bound_ticks} ticks of the heal (leader now: {leader:?})"
                 ),
             );
             return;

@@ -93,3 +93,10 @@ fn stale_local_reads_are_caught() {
 fn sending_before_the_vote_is_persisted_is_caught() {
     first_detection(PlantedBug::VoteNotPersisted, small());
 }
+
+/// Only the WAL on the simulated disk tells a write from a synced one: this bug proves that a
+/// crash in the simulator loses what was not synced.
+#[test]
+fn sending_before_the_vote_is_synced_is_caught_with_the_wal() {
+    first_detection(PlantedBug::SyncOnlyEntries, small());
+}

@@ -4,7 +4,7 @@
 //! CI runs the big batch in release through the command line:
 //! `cargo run --release -p flotilla -- sim --seeds 2000 --nodes 3,5 --jobs 2`.
 
-use sim::{run, FaultSet, Outcome, SimConfig};
+use sim::{run, FaultSet, Outcome, SimConfig, StorageKind};
 
 fn config(nodes: usize) -> SimConfig {
     SimConfig {
@@ -41,6 +41,10 @@ fn a_batch_of_seeds_over_every_cluster_size_passes() {
             total.messages_dropped += stats.messages_dropped;
             total.config_changes += stats.config_changes;
             total.snapshots_installed += stats.snapshots_installed;
+            total.torn_tails += stats.torn_tails;
+            total.storage_failures += stats.storage_failures;
+            total.corrupted_nodes += stats.corrupted_nodes;
+            total.replacements += stats.replacements;
             total.max_term = total.max_term.max(stats.max_term);
             assert!(
                 stats.ops_completed > 0,
@@ -54,6 +58,27 @@ fn a_batch_of_seeds_over_every_cluster_size_passes() {
     assert!(total.config_changes > 0);
     assert!(total.snapshots_installed > 0);
     assert!(total.max_term > 5);
+    // And the disk faults: torn writes found on restart, failed fsyncs, damaged disks (each
+    // refused, or the run would have failed), and failed nodes replaced by new members.
+    assert!(total.torn_tails > 0);
+    assert!(total.storage_failures > 0);
+    assert!(total.corrupted_nodes > 0);
+    assert!(total.replacements > 0);
+}
+
+#[test]
+fn memory_storage_still_passes_and_replays() {
+    let config = SimConfig {
+        storage: StorageKind::Memory,
+        ..config(3)
+    };
+    for seed in 0..10 {
+        let outcome = run(seed, &config);
+        assert_passes(&outcome, 3);
+        assert_eq!(outcome.stats.torn_tails, 0, "no disk to tear");
+        assert_eq!(outcome.stats.corrupted_nodes, 0, "no disk to damage");
+        assert_eq!(run(seed, &config).trace_hash, outcome.trace_hash);
+    }
 }
 
 #[test]
@@ -65,6 +90,29 @@ fn a_seed_replays_exactly_and_seeds_differ() {
     assert_eq!(first.stats, again.stats);
     let other = run(43, &config);
     assert_ne!(first.trace_hash, other.trace_hash);
+}
+
+/// Seeds whose runs damaged a disk, tore a write and failed an fsync replay exactly too: the
+/// simulated disk and the WAL's recovery depend on nothing but the seed.
+#[test]
+fn runs_with_disk_faults_replay_exactly() {
+    let config = config(5);
+    let mut checked = 0;
+    for seed in 0..40 {
+        let first = run(seed, &config);
+        let stats = first.stats;
+        if stats.corrupted_nodes + stats.torn_tails + stats.storage_failures == 0 {
+            continue;
+        }
+        let again = run(seed, &config);
+        assert_eq!(first.trace_hash, again.trace_hash, "seed {seed}");
+        assert_eq!(first.stats, again.stats, "seed {seed}");
+        checked += 1;
+        if checked == 5 {
+            return;
+        }
+    }
+    panic!("only {checked} of 40 seeds had disk faults");
 }
 
 #[test]

@@ -47,16 +47,40 @@ pub struct DiskLog<D: Disk> {
     pending_snapshot: Option<Snapshot>,
 }
 
+/// What a [`DiskLog`] opened on an empty directory starts from. Once the directory holds
+/// anything, later opens ignore it: the disk says what the node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A founding member of a new cluster, with the cluster's initial configuration (at least
+    /// one voter). The log starts from [`raft::bootstrap_snapshot`] of it — index 1, term 1 —
+    /// with hard state term 1, no vote, commit 1: what [`raft::MemoryStorage::new_with_config`]
+    /// gives.
+    Founder(ConfigState),
+    /// A node to be added to a running cluster. The log starts empty — index 0, no
+    /// configuration — as [`raft::MemoryStorage::default`], and the leader sends it a snapshot.
+    Joiner,
+}
+
 impl<D: Disk> DiskLog<D> {
-    /// Opens the log in `directory`, replaying the WAL and loading the newest snapshot. When
-    /// there is no snapshot yet, one at index 0 records `initial_config`, the configuration of
-    /// a brand new cluster; later opens ignore the argument.
+    /// Opens the log in `directory`, replaying the WAL and loading the newest snapshot. On an
+    /// empty directory, `bootstrap` says where the log starts; a founder's bootstrap snapshot
+    /// and hard state are durable before this returns.
+    ///
+    /// A founder whose configuration has no voter is an [`Error::InvalidArgument`], and nothing
+    /// is written.
     pub fn open(
         disk: D,
         directory: &Path,
         options: DiskLogOptions,
-        initial_config: ConfigState,
+        bootstrap: Bootstrap,
     ) -> Result<(DiskLog<D>, RecoveryReport)> {
+        if let Bootstrap::Founder(config) = &bootstrap {
+            if config.voters.is_empty() {
+                return Err(Error::InvalidArgument {
+                    reason: "a founding member's initial configuration needs a voter".to_owned(),
+                });
+            }
+        }
         let snapshot_directory = directory.join("snapshots");
         let snapshots = SnapshotStore::open(
             disk.clone(),
@@ -67,20 +91,11 @@ impl<D: Disk> DiskLog<D> {
         let (mut wal, mut report) = Wal::open(disk, &directory.join("wal"), options.wal)?;
         report.removed_temporary_files.extend(removed);
         let (wal_index, wal_term) = wal.snapshot_index_and_term();
-        let snapshot = match newest {
-            None if wal_index == 0 => {
-                let snapshot = Snapshot {
-                    meta: SnapshotMeta {
-                        index: 0,
-                        term: 0,
-                        config: initial_config,
-                    },
-                    data: Bytes::new(),
-                };
-                snapshots.save(&snapshot)?;
-                snapshot
-            }
-            None => {
+        let wal_is_empty =
+            wal_index == 0 && wal.last_index() == 0 && wal.hard_state() == HardState::default();
+        let snapshot = match (newest, bootstrap) {
+            (Some(snapshot), _) => snapshot,
+            (None, _) if wal_index != 0 => {
                 return Err(Error::Inconsistent {
                     path: snapshot_directory,
                     reason: format!(
@@ -88,7 +103,15 @@ impl<D: Disk> DiskLog<D> {
                     ),
                 })
             }
-            Some(snapshot) => snapshot,
+            (None, Bootstrap::Founder(config)) if wal_is_empty => {
+                // The file first, then (below, as for any snapshot newer than the WAL) the WAL
+                // record and the hard state: a crash in between is finished on the next open.
+                let snapshot = raft::bootstrap_snapshot(config);
+                snapshots.save(&snapshot)?;
+                snapshot
+            }
+            // A joiner, or a node whose log began at index 1 without a snapshot.
+            (None, _) => Snapshot::default(),
         };
         let (index, term) = (snapshot.meta.index, snapshot.meta.term);
         if index < wal_index || (index == wal_index && term != wal_term) {
@@ -101,11 +124,24 @@ impl<D: Disk> DiskLog<D> {
             });
         }
         if index > wal_index {
-            // The snapshot file was saved but the crash came before its WAL record was durable.
+            // The snapshot file was saved but the crash came before its WAL record was durable
+            // (or this is a founder's first open).
             if wal.term(index) == Ok(term) {
                 wal.stage_compaction(index, term)?;
             } else {
                 wal.stage_install_snapshot(index, term)?;
+            }
+            let hard_state = wal.hard_state();
+            if hard_state.term < term {
+                // Rationale: a node holding a snapshot of term `term` has seen that term; the
+                // hard state that said so may have been lost with the crash. Raising the term
+                // (and so forgetting a vote of an older term) is always safe. For a founder this
+                // is the bootstrap's term 1.
+                wal.stage_hard_state(HardState {
+                    term,
+                    vote: None,
+                    commit: hard_state.commit.max(index),
+                })?;
             }
             wal.sync()?;
             wal.remove_obsolete_segments()?;
@@ -159,6 +195,13 @@ impl<D: Disk> DiskLog<D> {
             self.wal.remove_obsolete_segments()?;
         }
         Ok(())
+    }
+
+    /// Writes everything staged without making it durable; see [`Wal::write`]. For a Ready
+    /// whose `must_sync` is false: its commit index may be lost in a crash, and the leader tells
+    /// it again.
+    pub fn write(&mut self) -> Result<()> {
+        self.wal.write()
     }
 
     /// Records a snapshot of the application's state as of `index`, which must be applied and

@@ -47,6 +47,12 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The caller asked for something that cannot be done; nothing was changed.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What was wrong.
+        reason: String,
+    },
     /// The WAL's segments or snapshots do not fit together: a file is missing.
     #[error("inconsistent storage in {path}: {reason}")]
     Inconsistent {

@@ -9,27 +9,31 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use raft::{ConfigState, Entry, EntryPayload, HardState, LogStorage};
-//! use storage::{DiskLog, DiskLogOptions, SimDisk};
+//! use raft::{ConfigState, Entry, EntryPayload, HardState, LogStorage, MemoryStorage};
+//! use storage::{Bootstrap, DiskLog, DiskLogOptions, SimDisk};
 //!
 //! let disk = SimDisk::new();
 //! let directory = std::path::Path::new("/node-1");
-//! let config = ConfigState::with_voters([1, 2, 3]);
+//! // A founding member starts where the core expects: the bootstrap snapshot at index 1.
+//! let founder = Bootstrap::Founder(ConfigState::with_voters([1, 2, 3]));
 //! let (mut log, report) =
-//!     DiskLog::open(disk.clone(), directory, DiskLogOptions::default(), config.clone())?;
+//!     DiskLog::open(disk.clone(), directory, DiskLogOptions::default(), founder.clone())?;
 //! assert_eq!(report.torn_tail, None);
+//! let memory = MemoryStorage::new_with_config(ConfigState::with_voters([1, 2, 3]));
+//! assert_eq!(log.initial_state(), memory.initial_state());
+//! assert_eq!((log.first_index(), log.last_index()), (2, 1));
 //!
 //! // A Ready: persist its entries and hard state ...
-//! let entry = Entry { term: 1, index: 1, payload: EntryPayload::Normal(Bytes::from("put x 1")) };
-//! log.stage_ready(Some(HardState { term: 1, vote: Some(1), commit: 0 }), &[entry.clone()])?;
+//! let entry = Entry { term: 2, index: 2, payload: EntryPayload::Normal(Bytes::from("put x 1")) };
+//! log.stage_ready(Some(HardState { term: 2, vote: Some(1), commit: 1 }), &[entry.clone()])?;
 //! // ... with one write and one fdatasync, BEFORE sending the messages that depend on them.
 //! log.sync()?;
-//! assert_eq!(log.entries(1, 2, u64::MAX).unwrap(), vec![entry.clone()]);
+//! assert_eq!(log.entries(2, 3, u64::MAX).unwrap(), vec![entry.clone()]);
 //!
-//! // After a crash, what was synced is there.
+//! // After a crash, what was synced is there; the bootstrap argument no longer matters.
 //! disk.crash(storage::CrashMode::DropUnsynced);
-//! let (log, _) = DiskLog::open(disk, directory, DiskLogOptions::default(), config)?;
-//! assert_eq!(log.last_index(), 1);
+//! let (log, _) = DiskLog::open(disk, directory, DiskLogOptions::default(), Bootstrap::Joiner)?;
+//! assert_eq!(log.last_index(), 2);
 //! # Ok::<(), storage::Error>(())
 //! ```
 #![deny(missing_docs)]
@@ -38,13 +42,14 @@ mod codec;
 mod disk;
 mod disk_log;
 mod error;
+pub mod inspect;
 mod log_state;
 mod sim_disk;
 mod snapshot;
 mod wal;
 
 pub use disk::{Disk, DiskFile, StdDisk, StdFile};
-pub use disk_log::{DiskLog, DiskLogOptions};
+pub use disk_log::{Bootstrap, DiskLog, DiskLogOptions};
 pub use error::{Error, Result};
 pub use sim_disk::{CrashMode, SimDisk, SimFile};
 pub use snapshot::{SnapshotStore, SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC};

@@ -366,8 +366,12 @@ impl DiskFile for SimFile {
             }
             state.file_syncs_count += 1;
             let inode = state.inodes.get_mut(&inode_number).expect("checked above");
-            inode.durable = inode.current.clone();
-            inode.unsynced.clear();
+            // Replaying the unsynced operations gives the current contents, at the cost of
+            // what was written since the last sync rather than of the whole file: the
+            // simulator syncs small records into large preallocated segments.
+            for operation in inode.unsynced.drain(..) {
+                operation.apply(&mut inode.durable);
+            }
             Ok(())
         })
     }

@@ -22,7 +22,7 @@ fn snapshot_name(index: u64, term: u64) -> String {
     format!("{index:016x}-{term:016x}.snap")
 }
 
-fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".snap")?;
     let (index, term) = stem.split_once('-')?;
     if index.len() != 16 || term.len() != 16 {
@@ -158,19 +158,22 @@ impl<D: Disk> SnapshotStore<D> {
 
     /// Reads and verifies the snapshot file at `path`.
     pub fn load(&self, path: &Path) -> Result<Snapshot> {
-        let file = self.disk.open(path).map_err(io_error("open", path))?;
-        let length = file.len_bytes().map_err(io_error("stat", path))? as usize;
-        let mut contents = vec![0u8; length];
-        file.read_exact_at(0, &mut contents)
-            .map_err(io_error("read", path))?;
-        decode_snapshot_file(Bytes::from(contents)).map_err(|(offset_bytes, reason)| {
-            Error::Corrupt {
-                path: path.to_path_buf(),
-                offset_bytes,
-                reason,
-            }
-        })
+        load_snapshot_file(&self.disk, path)
     }
+}
+
+/// Reads and verifies the snapshot file at `path`, changing nothing.
+pub(crate) fn load_snapshot_file<D: Disk>(disk: &D, path: &Path) -> Result<Snapshot> {
+    let file = disk.open(path).map_err(io_error("open", path))?;
+    let length = file.len_bytes().map_err(io_error("stat", path))? as usize;
+    let mut contents = vec![0u8; length];
+    file.read_exact_at(0, &mut contents)
+        .map_err(io_error("read", path))?;
+    decode_snapshot_file(Bytes::from(contents)).map_err(|(offset_bytes, reason)| Error::Corrupt {
+        path: path.to_path_buf(),
+        offset_bytes,
+        reason,
+    })
 }
 
 fn encode_snapshot_file(snapshot: &Snapshot) -> Vec<u8> {

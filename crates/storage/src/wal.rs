@@ -133,11 +133,11 @@ impl fmt::Display for RecoveryReport {
 /// The effect of the records so far, in the few numbers needed to check the next item and to
 /// write a segment header.
 #[derive(Clone, Copy, Debug, Default)]
-struct Summary {
-    last_index: u64,
-    snapshot_index: u64,
-    snapshot_term: u64,
-    hard_state: HardState,
+pub(crate) struct Summary {
+    pub(crate) last_index: u64,
+    pub(crate) snapshot_index: u64,
+    pub(crate) snapshot_term: u64,
+    pub(crate) hard_state: HardState,
 }
 
 impl Summary {
@@ -162,17 +162,17 @@ impl Summary {
 }
 
 #[derive(Clone, Debug)]
-struct Segment {
-    sequence: u64,
-    first_index: u64,
-    path: PathBuf,
+pub(crate) struct Segment {
+    pub(crate) sequence: u64,
+    pub(crate) first_index: u64,
+    pub(crate) path: PathBuf,
 }
 
 fn segment_name(sequence: u64, first_index: u64) -> String {
     format!("{sequence:016x}-{first_index:016x}.wal")
 }
 
-fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".wal")?;
     let (sequence, first_index) = stem.split_once('-')?;
     if sequence.len() != 16 || first_index.len() != 16 {
@@ -186,10 +186,10 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
 
 /// The segment header's body: what a reader needs to start from this segment.
 #[derive(Clone, Copy, Debug)]
-struct SegmentHeader {
-    sequence: u64,
-    first_index: u64,
-    summary: Summary,
+pub(crate) struct SegmentHeader {
+    pub(crate) sequence: u64,
+    pub(crate) first_index: u64,
+    pub(crate) summary: Summary,
 }
 
 fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
@@ -236,7 +236,7 @@ fn decode_segment_header(body: Bytes) -> std::result::Result<SegmentHeader, Stri
 }
 
 /// The whole record for `body`: header, body, zero padding to the alignment.
-fn record_length_bytes(body_length_bytes: usize) -> usize {
+pub(crate) fn record_length_bytes(body_length_bytes: usize) -> usize {
     (RECORD_HEADER_BYTES + body_length_bytes).next_multiple_of(RECORD_ALIGNMENT_BYTES)
 }
 
@@ -362,7 +362,7 @@ fn encode_item(buffer: &mut Vec<u8>, item: &Item) {
     }
 }
 
-fn decode_items(body: Bytes) -> std::result::Result<Vec<Item>, String> {
+pub(crate) fn decode_items(body: Bytes) -> std::result::Result<Vec<Item>, String> {
     let mut decoder = Decoder::new(body);
     let mut items = Vec::new();
     while !decoder.is_empty() {
@@ -649,6 +649,20 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
+    /// Writes everything staged as one record, WITHOUT `fdatasync`: for what may be written
+    /// lazily, such as a Ready's new commit index when it does not need a sync. The record is
+    /// in the file (so a process crash keeps it) but a power failure may lose or tear it; reads
+    /// see it only after the next [`Wal::sync`], which makes it durable.
+    ///
+    /// An error is fatal as for [`Wal::sync`].
+    pub fn write(&mut self) -> Result<()> {
+        self.check_running()?;
+        if !self.buffered_items.is_empty() {
+            self.write_buffered_record()?;
+        }
+        Ok(())
+    }
+
     /// Removes the oldest segments while the next one starts at or before the entry after the
     /// durable snapshot, so that every entry after the snapshot stays on disk. Returns how many
     /// were removed. Each removal is made durable before the next, so that a crash leaves the
@@ -931,23 +945,33 @@ fn corrupt(segment: &Segment, offset: usize, reason: impl Into<String>) -> Error
     }
 }
 
-/// Replays one segment into `state` (created from the first segment's header).
-fn replay_segment<D: Disk>(
-    disk: &D,
-    segment: &Segment,
-    is_last: bool,
-    state: &mut Option<LogState>,
-    report: &mut RecoveryReport,
-) -> Result<ReplayedSegment> {
-    let mut file = disk
-        .open(&segment.path)
-        .map_err(io_error("open", &segment.path))?;
-    let length = file.len_bytes().map_err(io_error("stat", &segment.path))? as usize;
-    let mut data = vec![0u8; length];
-    file.read_exact_at(0, &mut data)
-        .map_err(io_error("read", &segment.path))?;
+/// What is wrong after a segment's last valid record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Damage {
+    /// In the last segment with no valid record after it: the write in progress when the node
+    /// stopped. Recovery discards these bytes.
+    Torn { discarded_bytes: usize },
+    /// Anywhere else: corruption. Nothing is skipped.
+    Corrupt { reason: String },
+}
 
-    let data_start = match read_record(&data, 0) {
+/// One segment's bytes as read, without changing anything: recovery and inspection share it.
+pub(crate) struct SegmentScan {
+    pub(crate) header: SegmentHeader,
+    /// Where the first batch record starts (the header record's end).
+    pub(crate) data_start: usize,
+    /// The batch records, in order: (offset of the record, range of its body).
+    pub(crate) batches: Vec<(usize, std::ops::Range<usize>)>,
+    /// Where the valid records end: the next record would go here.
+    pub(crate) end_offset: usize,
+    /// Damage at `end_offset`, if any.
+    pub(crate) damage: Option<Damage>,
+}
+
+/// Reads a segment's records. An `Err` means its header record is damaged or does not match
+/// the file name: the segment cannot be read at all.
+pub(crate) fn scan_segment(segment: &Segment, data: &[u8], is_last: bool) -> Result<SegmentScan> {
+    let (header, data_start) = match read_record(data, 0) {
         RecordRead::Valid {
             record_type: RECORD_SEGMENT_HEADER,
             body,
@@ -955,8 +979,14 @@ fn replay_segment<D: Disk>(
         } => {
             let header = decode_segment_header(Bytes::copy_from_slice(&data[body]))
                 .map_err(|reason| corrupt(segment, 0, reason))?;
-            check_segment_header(segment, &header, state)?;
-            next_offset
+            if header.sequence != segment.sequence || header.first_index != segment.first_index {
+                return Err(corrupt(
+                    segment,
+                    0,
+                    "the segment header does not match the file name",
+                ));
+            }
+            (header, next_offset)
         }
         RecordRead::Valid { .. } => {
             return Err(corrupt(
@@ -969,21 +999,19 @@ fn replay_segment<D: Disk>(
         RecordRead::Invalid(reason) => return Err(corrupt(segment, 0, reason)),
     };
 
-    // First pass: find the records, so that the data can be shrunk to what is used before
-    // entry payloads start sharing it.
-    let mut bodies = Vec::new();
+    let mut batches = Vec::new();
     let mut offset = data_start;
     let stop_reason = loop {
         if offset >= data.len() {
             break None;
         }
-        match read_record(&data, offset) {
+        match read_record(data, offset) {
             RecordRead::Valid {
                 record_type: RECORD_BATCH,
                 body,
                 next_offset,
             } => {
-                bodies.push((offset, body));
+                batches.push((offset, body));
                 offset = next_offset;
             }
             RecordRead::Valid { .. } => {
@@ -996,34 +1024,79 @@ fn replay_segment<D: Disk>(
     let rest_is_zero = data
         .get(offset..)
         .is_none_or(|rest| rest.iter().all(|byte| *byte == 0));
-    if !rest_is_zero {
+    let damage = if rest_is_zero {
+        None
+    } else {
         let reason = stop_reason.unwrap_or_else(|| "data after the end marker".to_owned());
-        if !is_last || valid_record_after(&data, offset) {
-            return Err(corrupt(segment, offset, reason));
+        if !is_last || valid_record_after(data, offset) {
+            Some(Damage::Corrupt { reason })
+        } else {
+            let last_nonzero = data
+                .iter()
+                .rposition(|byte| *byte != 0)
+                .expect("the rest is not zero");
+            Some(Damage::Torn {
+                discarded_bytes: last_nonzero + 1 - offset,
+            })
         }
-        // The last write never completed: discard it, and zero it so that a later append
-        // followed by a crash cannot leave its remains after the new end.
-        let last_nonzero = data
-            .iter()
-            .rposition(|byte| *byte != 0)
-            .expect("the rest is not zero");
-        let discarded_bytes = last_nonzero + 1 - offset;
-        file.write_all_at(offset as u64, &vec![0u8; discarded_bytes])
-            .map_err(io_error("write", &segment.path))?;
-        file.sync_data()
-            .map_err(io_error("fdatasync", &segment.path))?;
-        report.torn_tail = Some(TornTail {
-            path: segment.path.clone(),
-            offset_bytes: offset as u64,
-            discarded_bytes: discarded_bytes as u64,
-        });
+    };
+    Ok(SegmentScan {
+        header,
+        data_start,
+        batches,
+        end_offset: offset,
+        damage,
+    })
+}
+
+/// Reads a whole segment file.
+pub(crate) fn read_segment<D: Disk>(disk: &D, segment: &Segment) -> Result<(D::File, Vec<u8>)> {
+    let file = disk
+        .open(&segment.path)
+        .map_err(io_error("open", &segment.path))?;
+    let length = file.len_bytes().map_err(io_error("stat", &segment.path))? as usize;
+    let mut data = vec![0u8; length];
+    file.read_exact_at(0, &mut data)
+        .map_err(io_error("read", &segment.path))?;
+    Ok((file, data))
+}
+
+/// Replays one segment into `state` (created from the first segment's header).
+fn replay_segment<D: Disk>(
+    disk: &D,
+    segment: &Segment,
+    is_last: bool,
+    state: &mut Option<LogState>,
+    report: &mut RecoveryReport,
+) -> Result<ReplayedSegment> {
+    let (mut file, mut data) = read_segment(disk, segment)?;
+    let scan = scan_segment(segment, &data, is_last)?;
+    check_segment_header(segment, &scan.header, state)?;
+    let offset = scan.end_offset;
+    match scan.damage {
+        None => {}
+        Some(Damage::Corrupt { reason }) => return Err(corrupt(segment, offset, reason)),
+        Some(Damage::Torn { discarded_bytes }) => {
+            // The last write never completed: discard it, and zero it so that a later append
+            // followed by a crash cannot leave its remains after the new end.
+            file.write_all_at(offset as u64, &vec![0u8; discarded_bytes])
+                .map_err(io_error("write", &segment.path))?;
+            file.sync_data()
+                .map_err(io_error("fdatasync", &segment.path))?;
+            report.torn_tail = Some(TornTail {
+                path: segment.path.clone(),
+                offset_bytes: offset as u64,
+                discarded_bytes: discarded_bytes as u64,
+            });
+        }
     }
 
+    // Shrink the data to what is used before entry payloads start sharing it.
     data.truncate(offset.min(data.len()));
     data.shrink_to_fit();
     let shared = Bytes::from(data);
     let state = state.as_mut().expect("the header set the state up");
-    for (record_offset, body) in bodies {
+    for (record_offset, body) in scan.batches {
         let items = decode_items(shared.slice(body))
             .map_err(|reason| corrupt(segment, record_offset, reason))?;
         for item in items {
@@ -1035,24 +1108,16 @@ fn replay_segment<D: Disk>(
     }
     Ok(ReplayedSegment {
         end_offset_bytes: offset as u64,
-        data_start_bytes: data_start as u64,
+        data_start_bytes: scan.data_start as u64,
     })
 }
 
-/// Checks a segment header against its name and the segments before it; the first one sets
-/// the state up.
-fn check_segment_header(
+/// Checks a segment header against the segments before it; the first one sets the state up.
+pub(crate) fn check_segment_header(
     segment: &Segment,
     header: &SegmentHeader,
     state: &mut Option<LogState>,
 ) -> Result<()> {
-    if header.sequence != segment.sequence || header.first_index != segment.first_index {
-        return Err(corrupt(
-            segment,
-            0,
-            "the segment header does not match the file name",
-        ));
-    }
     if header.first_index == 0 {
         return Err(corrupt(segment, 0, "a segment's first index is at least 1"));
     }

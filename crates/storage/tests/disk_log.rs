@@ -4,10 +4,12 @@ use std::path::Path;
 
 use bytes::Bytes;
 use raft::{
-    ConfigState, Entry, EntryPayload, HardState, LogStorage, Snapshot, SnapshotMeta, StorageError,
+    ConfigState, Entry, EntryPayload, HardState, LogStorage, MemoryStorage, Snapshot, SnapshotMeta,
+    StorageError,
 };
 use storage::{
-    CrashMode, DiskLog, DiskLogOptions, Error, Preallocation, SimDisk, SnapshotStore, WalOptions,
+    Bootstrap, CrashMode, Disk, DiskLog, DiskLogOptions, Error, Preallocation, SimDisk,
+    SnapshotStore, WalOptions,
 };
 
 const DIRECTORY: &str = "/node";
@@ -27,10 +29,35 @@ fn config() -> ConfigState {
     ConfigState::with_voters([1, 2, 3])
 }
 
+/// Opens the log of a node that joined without a snapshot, so that tests can append from
+/// index 1.
 fn open(disk: &SimDisk) -> DiskLog<SimDisk> {
-    DiskLog::open(disk.clone(), Path::new(DIRECTORY), options(), config())
+    DiskLog::open(
+        disk.clone(),
+        Path::new(DIRECTORY),
+        options(),
+        Bootstrap::Joiner,
+    )
+    .unwrap()
+    .0
+}
+
+fn open_founder(disk: &SimDisk, config: ConfigState) -> DiskLog<SimDisk> {
+    let bootstrap = Bootstrap::Founder(config);
+    DiskLog::open(disk.clone(), Path::new(DIRECTORY), options(), bootstrap)
         .unwrap()
         .0
+}
+
+/// What the core reads first, compared field by field with an in-memory storage.
+fn assert_starts_like(log: &DiskLog<SimDisk>, memory: &MemoryStorage) {
+    assert_eq!(log.initial_state(), memory.initial_state());
+    assert_eq!(log.first_index(), memory.first_index());
+    assert_eq!(log.last_index(), memory.last_index());
+    let index = log.first_index() - 1;
+    assert_eq!(log.term(index), memory.term(index));
+    assert_eq!(log.term(index + 1), memory.term(index + 1));
+    assert_eq!(log.snapshot(), memory.snapshot());
 }
 
 fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
@@ -57,27 +84,121 @@ fn append(log: &mut DiskLog<SimDisk>, first: u64, last: u64, term: u64) {
 }
 
 #[test]
-fn a_new_log_starts_from_the_initial_configuration() {
+fn a_founder_starts_from_the_bootstrap_snapshot_as_memory_storage_does() {
     let disk = SimDisk::new();
-    let log = open(&disk);
-    assert_eq!(log.initial_state(), (HardState::default(), config()));
-    assert_eq!((log.first_index(), log.last_index()), (1, 0));
-    assert_eq!(log.term(0), Ok(0));
+    let log = open_founder(&disk, config());
+    let memory = MemoryStorage::new_with_config(config());
+    assert_starts_like(&log, &memory);
+    assert_eq!((log.first_index(), log.last_index()), (2, 1));
+    assert_eq!(log.term(1), Ok(1));
+    assert_eq!(
+        log.initial_state().0,
+        HardState {
+            term: 1,
+            vote: None,
+            commit: 1
+        }
+    );
     drop(log);
     disk.crash(CrashMode::DropUnsynced);
-    let log = DiskLog::open(
-        disk,
+    // A restart passes the same argument or not: the disk decides.
+    for bootstrap in [Bootstrap::Joiner, Bootstrap::Founder(config())] {
+        let log = DiskLog::open(disk.clone(), Path::new(DIRECTORY), options(), bootstrap)
+            .unwrap()
+            .0;
+        assert_starts_like(&log, &memory);
+    }
+}
+
+#[test]
+fn a_joiner_starts_empty_as_memory_storage_does() {
+    let disk = SimDisk::new();
+    let log = open(&disk);
+    assert_starts_like(&log, &MemoryStorage::default());
+    assert_eq!((log.first_index(), log.last_index()), (1, 0));
+    assert_eq!(log.initial_state().1, ConfigState::default());
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    assert_starts_like(&open(&disk), &MemoryStorage::default());
+}
+
+#[test]
+fn a_founder_crashed_between_the_snapshot_file_and_its_record_finishes_on_open() {
+    let disk = SimDisk::new();
+    // The bootstrap's first step, alone: the snapshot file, durable.
+    let store =
+        SnapshotStore::open(disk.clone(), &Path::new(DIRECTORY).join("snapshots"), 2).unwrap();
+    store.save(&raft::bootstrap_snapshot(config())).unwrap();
+    disk.crash(CrashMode::DropUnsynced);
+    let log = open(&disk);
+    assert_starts_like(&log, &MemoryStorage::new_with_config(config()));
+}
+
+#[test]
+fn a_founder_without_a_voter_is_refused_and_writes_nothing() {
+    let disk = SimDisk::new();
+    let learners_only = ConfigState {
+        learners: vec![1],
+        ..ConfigState::default()
+    };
+    let result = DiskLog::open(
+        disk.clone(),
         Path::new(DIRECTORY),
         options(),
-        ConfigState::default(),
-    )
-    .unwrap()
-    .0;
-    assert_eq!(
-        log.initial_state().1,
-        config(),
-        "the initial configuration is durable"
+        Bootstrap::Founder(learners_only),
     );
+    let error = result.expect_err("no voter");
+    assert!(matches!(error, Error::InvalidArgument { .. }), "{error}");
+    for directory in ["wal", "snapshots"] {
+        let files = disk.list(&Path::new(DIRECTORY).join(directory)).unwrap();
+        assert!(files.is_empty(), "{directory}: {files:?}");
+    }
+    assert_starts_like(&open(&disk), &MemoryStorage::default());
+}
+
+#[test]
+fn a_founder_appends_after_the_bootstrap_snapshot() {
+    let disk = SimDisk::new();
+    let mut log = open_founder(&disk, config());
+    let hard_state = HardState {
+        term: 2,
+        vote: Some(1),
+        commit: 1,
+    };
+    log.stage_ready(Some(hard_state), &entries(2, 4, 2))
+        .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let log = open_founder(&disk, config());
+    assert_eq!(log.entries(2, 5, u64::MAX).unwrap(), entries(2, 4, 2));
+    assert_eq!(log.initial_state(), (hard_state, config()));
+}
+
+#[test]
+fn a_lazily_written_commit_index_is_durable_only_after_a_sync() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    append(&mut log, 1, 5, 1);
+    let lazy = HardState {
+        term: 1,
+        vote: Some(1),
+        commit: 5,
+    };
+    log.stage_ready(Some(lazy), &[]).unwrap();
+    log.write().unwrap();
+    assert_eq!(log.hard_state().commit, 0, "not durable yet");
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let mut log = open(&disk);
+    assert_eq!(log.hard_state().commit, 0, "lost in the crash");
+    log.stage_ready(Some(lazy), &[]).unwrap();
+    log.write().unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.hard_state(), lazy);
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    assert_eq!(open(&disk).hard_state(), lazy);
 }
 
 #[test]
@@ -201,8 +322,8 @@ fn a_corrupt_newest_snapshot_is_an_error_naming_it() {
         SnapshotStore::open(disk.clone(), &Path::new(DIRECTORY).join("snapshots"), 2).unwrap();
     let (_, _, path) = store.list().unwrap().pop().unwrap();
     disk.flip_bit(&path, 40, 2);
-    let error =
-        DiskLog::open(disk, Path::new(DIRECTORY), options(), config()).expect_err("corrupt");
+    let error = DiskLog::open(disk, Path::new(DIRECTORY), options(), Bootstrap::Joiner)
+        .expect_err("corrupt");
     assert!(matches!(error, Error::Corrupt { .. }), "{error}");
     assert!(
         error.to_string().contains(&*path.to_string_lossy()),

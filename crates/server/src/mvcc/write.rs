@@ -1,0 +1,384 @@
+//! Writes: applying one log entry's request to the tables of the batch's write transaction.
+//!
+//! Every check that can reject a request runs before the request's first write (as etcd's
+//! applier checks a transaction's whole chosen path first), so a rejected request leaves the
+//! tables as they were although they are shared with the rest of the batch.
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::error::MvccError;
+use super::read::View;
+use super::schema::{
+    KeyRange, Revision, VersionRecord, HISTORY, LIVE, MEMBERS, METADATA, REVISIONS, STATE,
+};
+use super::validate::{validate_delete_range, validate_put, validate_txn};
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response as ResponseKind;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::proto::flotillapb::MemberAttributes;
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::{Event, KeyValue};
+
+/// The `history` table inside a write transaction.
+type HistoryTable<'txn> = Table<'txn, (&'static [u8], i64, i64), &'static [u8]>;
+/// The `live` table inside a write transaction.
+type LiveTable<'txn> = Table<'txn, &'static [u8], (i64, i64)>;
+
+/// The tables of one write transaction, opened once per batch.
+pub(crate) struct WriteTables<'txn> {
+    pub history: HistoryTable<'txn>,
+    pub live: LiveTable<'txn>,
+    pub revisions: Table<'txn, (i64, i64), &'static [u8]>,
+    pub state: Table<'txn, &'static str, u64>,
+    pub metadata: Table<'txn, &'static str, &'static [u8]>,
+    pub members: Table<'txn, u64, &'static [u8]>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    /// Opens (creating if needed) every table.
+    pub(crate) fn open(transaction: &'txn WriteTransaction) -> Result<Self, MvccError> {
+        Ok(WriteTables {
+            history: transaction.open_table(HISTORY)?,
+            live: transaction.open_table(LIVE)?,
+            revisions: transaction.open_table(REVISIONS)?,
+            state: transaction.open_table(STATE)?,
+            metadata: transaction.open_table(METADATA)?,
+            members: transaction.open_table(MEMBERS)?,
+        })
+    }
+}
+
+/// Applies one entry's request. All its writes share the main revision one above the
+/// current; `next_sub` counts them.
+pub(crate) struct EntryWriter<'a, 'txn> {
+    tables: &'a mut WriteTables<'txn>,
+    /// The store's revision before this entry.
+    current_revision: i64,
+    /// The compacted revision, raised by a compaction in this entry.
+    pub compacted_revision: i64,
+    /// Writes made so far; the next write's sub revision.
+    next_sub: i64,
+    /// True once any table changed, compaction included.
+    modified: bool,
+    /// The changes made, in order, for watchers.
+    pub events: Vec<Event>,
+    max_response_bytes: usize,
+}
+
+impl<'a, 'txn> EntryWriter<'a, 'txn> {
+    /// A writer for one entry against the batch's tables and counters.
+    pub(crate) fn new(
+        tables: &'a mut WriteTables<'txn>,
+        current_revision: i64,
+        compacted_revision: i64,
+        max_response_bytes: usize,
+    ) -> Self {
+        EntryWriter {
+            tables,
+            current_revision,
+            compacted_revision,
+            next_sub: 0,
+            modified: false,
+            events: Vec::new(),
+            max_response_bytes,
+        }
+    }
+
+    /// The revision after the writes made so far: one above the entry's starting revision
+    /// once anything was written, else unchanged (a delete of nothing or a read-only
+    /// transaction does not advance the revision).
+    pub(crate) fn working_revision(&self) -> i64 {
+        if self.next_sub > 0 {
+            self.current_revision + 1
+        } else {
+            self.current_revision
+        }
+    }
+
+    /// True once any table changed: a request error after this point would leave a partial
+    /// write behind.
+    pub(crate) fn modified(&self) -> bool {
+        self.modified
+    }
+
+    fn view(&self) -> View<'_, HistoryTable<'txn>, LiveTable<'txn>> {
+        View {
+            history: &self.tables.history,
+            live: &self.tables.live,
+            current_revision: self.working_revision(),
+            compacted_revision: self.compacted_revision,
+        }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.working_revision(),
+            ..Default::default()
+        })
+    }
+
+    pub(crate) fn put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
+        validate_put(request)?;
+        let previous = self.view().current(&request.key)?;
+        if (request.ignore_value || request.ignore_lease) && previous.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        let main = self.current_revision + 1;
+        let (create_revision, version) = match &previous {
+            Some(previous) => (previous.create_revision, previous.version + 1),
+            None => (main, 1),
+        };
+        let record = VersionRecord {
+            create_revision,
+            version,
+            lease: match (&previous, request.ignore_lease) {
+                (Some(previous), true) => previous.lease,
+                _ => request.lease,
+            },
+            value: match (&previous, request.ignore_value) {
+                (Some(previous), true) => previous.value.clone(),
+                _ => request.value.clone(),
+            },
+        };
+        let revision = self.write_version(&request.key, &record)?;
+        self.tables
+            .live
+            .insert(request.key.as_slice(), (revision.main, revision.sub))?;
+        let key_value = KeyValue {
+            key: request.key.clone(),
+            create_revision,
+            mod_revision: revision.main,
+            version,
+            value: record.value,
+            lease: record.lease,
+        };
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(key_value),
+            prev_kv: previous.clone(),
+        });
+        Ok(PutResponse {
+            header: self.header(),
+            prev_kv: if request.prev_kv { previous } else { None },
+        })
+    }
+
+    pub(crate) fn delete_range(
+        &mut self,
+        request: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        validate_delete_range(request)?;
+        let doomed = {
+            let view = self.view();
+            let range = KeyRange::new(&request.key, &request.range_end);
+            let mut doomed = Vec::new();
+            for (key, revision) in view.keys_at(range, view.current_revision)? {
+                doomed.push(view.load(&key, revision)?);
+            }
+            doomed
+        };
+        for previous in &doomed {
+            let revision = self.write_version(&previous.key, &VersionRecord::tombstone())?;
+            self.tables.live.remove(previous.key.as_slice())?;
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: previous.key.clone(),
+                    mod_revision: revision.main,
+                    ..Default::default()
+                }),
+                prev_kv: Some(previous.clone()),
+            });
+        }
+        Ok(DeleteRangeResponse {
+            header: self.header(),
+            deleted: i64::try_from(doomed.len()).expect("a key count fits in i64"),
+            prev_kvs: if request.prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    /// Stores one version at the next sub revision.
+    fn write_version(&mut self, key: &[u8], record: &VersionRecord) -> Result<Revision, MvccError> {
+        let revision = Revision {
+            main: self.current_revision + 1,
+            sub: self.next_sub,
+        };
+        let replaced = self.tables.history.insert(
+            (key, revision.main, revision.sub),
+            record.encode().as_slice(),
+        )?;
+        assert!(replaced.is_none(), "each (key, revision) is written once");
+        drop(replaced);
+        let replaced = self
+            .tables
+            .revisions
+            .insert((revision.main, revision.sub), key)?;
+        assert!(replaced.is_none(), "each revision is written once");
+        drop(replaced);
+        self.next_sub += 1;
+        self.modified = true;
+        Ok(revision)
+    }
+
+    /// etcd's Txn. Every compare on the path the transaction will take, nested transactions'
+    /// included, is evaluated against the store as it was before the transaction, and every
+    /// operation on that path is checked, before the first write.
+    pub(crate) fn txn(&mut self, request: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        validate_txn(request, usize::MAX)?;
+        let mut path = Vec::new();
+        self.plan(request, &mut path)?;
+        let mut decisions = path.into_iter();
+        let response = self.execute(request, &mut decisions)?;
+        assert!(
+            decisions.next().is_none(),
+            "the plan and the execution walk the same path"
+        );
+        Ok(response)
+    }
+
+    /// Records, depth first, whether each transaction on the path succeeds, and checks the
+    /// operations on the path.
+    fn plan(&self, request: &TxnRequest, path: &mut Vec<bool>) -> Result<(), MvccError> {
+        let view = self.view();
+        let mut succeeded = true;
+        for compare in &request.compare {
+            if !view.compare(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        let branch = if succeeded {
+            &request.success
+        } else {
+            &request.failure
+        };
+        for operation in branch {
+            match &operation.request {
+                Some(Request::RequestRange(range)) => {
+                    view.resolve_revision(range.revision)?;
+                }
+                Some(Request::RequestPut(put)) => {
+                    // The duplicate-key check guarantees no earlier operation of this
+                    // transaction writes this key, so the state before it is what counts.
+                    if (put.ignore_value || put.ignore_lease) && view.current(&put.key)?.is_none() {
+                        return Err(MvccError::KeyNotFound);
+                    }
+                }
+                Some(Request::RequestTxn(nested)) => self.plan(nested, path)?,
+                Some(Request::RequestDeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &mut self,
+        request: &TxnRequest,
+        decisions: &mut impl Iterator<Item = bool>,
+    ) -> Result<TxnResponse, MvccError> {
+        let succeeded = decisions
+            .next()
+            .expect("the plan holds a decision for every transaction run");
+        let branch = if succeeded {
+            &request.success
+        } else {
+            &request.failure
+        };
+        let mut responses = Vec::with_capacity(branch.len());
+        for operation in branch {
+            let response = match &operation.request {
+                Some(Request::RequestRange(range)) => Some(ResponseKind::ResponseRange(
+                    self.view().range(range, self.max_response_bytes)?,
+                )),
+                Some(Request::RequestPut(put)) => Some(ResponseKind::ResponsePut(self.put(put)?)),
+                Some(Request::RequestDeleteRange(delete)) => Some(
+                    ResponseKind::ResponseDeleteRange(self.delete_range(delete)?),
+                ),
+                Some(Request::RequestTxn(nested)) => {
+                    Some(ResponseKind::ResponseTxn(self.execute(nested, decisions)?))
+                }
+                None => None,
+            };
+            responses.push(ResponseOp { response });
+        }
+        Ok(TxnResponse {
+            header: self.header(),
+            succeeded,
+            responses,
+        })
+    }
+
+    /// etcd's Compact: removes every version older than `revision` except each key's newest
+    /// version at `revision`, and that too if it is a tombstone. Reads at `revision` and
+    /// later are unchanged; reads below it fail with `Compacted`.
+    pub(crate) fn compact(
+        &mut self,
+        request: &CompactionRequest,
+    ) -> Result<CompactionResponse, MvccError> {
+        let revision = request.revision;
+        if revision <= self.compacted_revision {
+            return Err(MvccError::Compacted);
+        }
+        if revision > self.current_revision {
+            return Err(MvccError::FutureRevision);
+        }
+        // A key not written since the previous compaction already has at most one version
+        // at or below it, a live one: only keys written since then need work.
+        let mut touched = BTreeSet::new();
+        for entry in self
+            .tables
+            .revisions
+            .range((self.compacted_revision + 1, i64::MIN)..=(revision, i64::MAX))?
+        {
+            touched.insert(entry?.1.value().to_vec());
+        }
+        for key in touched {
+            let mut versions = Vec::new();
+            for entry in self.tables.history.range(
+                (key.as_slice(), i64::MIN, i64::MIN)..=(key.as_slice(), revision, i64::MAX),
+            )? {
+                let (stored_key, record) = entry?;
+                let (_, main, sub) = stored_key.value();
+                versions.push((
+                    main,
+                    sub,
+                    VersionRecord::encoded_is_tombstone(record.value())?,
+                ));
+            }
+            let Some(&(_, _, newest_is_tombstone)) = versions.last() else {
+                continue;
+            };
+            let removed = if newest_is_tombstone {
+                versions.len()
+            } else {
+                versions.len() - 1
+            };
+            for &(main, sub, _) in &versions[..removed] {
+                self.tables.history.remove((key.as_slice(), main, sub))?;
+                self.tables.revisions.remove((main, sub))?;
+                self.modified = true;
+            }
+        }
+        self.compacted_revision = revision;
+        self.modified = true;
+        Ok(CompactionResponse {
+            header: self.header(),
+        })
+    }
+
+    /// Records a member's attributes, replacing what was known of that member.
+    pub(crate) fn member(&mut self, member: &MemberAttributes) -> Result<(), MvccError> {
+        self.tables
+            .members
+            .insert(member.id, member.encode_to_vec().as_slice())?;
+        self.modified = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! One Flotilla node as a process: opens the data directory, starts the peer transport, the
+//! node runtime and the client gRPC services, and runs until asked to stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use prost::Message as _;
+use raft::{ConfigState, NodeId};
+use storage::Bootstrap;
+use tokio::sync::mpsc;
+
+use crate::config::{InitialClusterState, ServeConfig, TICK_INTERVAL};
+use crate::mvcc::{ApplyOutcome, MvccError, MvccOptions, MvccStore, Response as MvccResponse};
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::flotillapb::internal_server::InternalServer;
+use crate::proto::flotillapb::{InternalRequest, MemberAttributes};
+use crate::runtime::{
+    self, Applied, NodeHandle, PeerNetwork, RuntimeConfig, ServerError, StateMachine,
+};
+use crate::services::{
+    ClusterService, InternalService, KvService, MaintenanceService, ServiceState,
+};
+use crate::transport::{Transport, TransportConfig};
+
+/// The metadata name under which a founding member records the initial members' attributes.
+const INITIAL_MEMBERS_METADATA: &str = "initial-members";
+
+/// The MVCC store as the runtime's state machine.
+pub struct KvStateMachine {
+    store: Arc<Mutex<MvccStore>>,
+}
+
+impl KvStateMachine {
+    /// Wraps a store shared with the services.
+    pub fn new(store: Arc<Mutex<MvccStore>>) -> KvStateMachine {
+        KvStateMachine { store }
+    }
+}
+
+/// Every member: the initial ones recorded at founding, overridden by those applied through
+/// the log.
+pub fn all_members(store: &MvccStore) -> Vec<MemberAttributes> {
+    let mut by_id: BTreeMap<NodeId, MemberAttributes> = BTreeMap::new();
+    if let Ok(Some(encoded)) = store.metadata(INITIAL_MEMBERS_METADATA) {
+        let mut buffer = &encoded[..];
+        while !buffer.is_empty() {
+            match MemberAttributes::decode_length_delimited(&mut buffer) {
+                Ok(member) => {
+                    by_id.insert(member.id, member);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    for member in store.members().unwrap_or_default() {
+        by_id.insert(member.id, member);
+    }
+    by_id.into_values().collect()
+}
+
+impl StateMachine for KvStateMachine {
+    fn applied_index(&self) -> u64 {
+        self.store.lock().expect("store lock").applied_index()
+    }
+
+    fn apply(
+        &self,
+        entries: Vec<(u64, Option<InternalRequest>)>,
+    ) -> Result<runtime::RequestOutcomes, String> {
+        let batch: Vec<(u64, InternalRequest)> = entries
+            .into_iter()
+            .map(|(index, request)| (index, request.unwrap_or_default()))
+            .collect();
+        let results = self
+            .store
+            .lock()
+            .expect("store lock")
+            .apply_batch(&batch)
+            .map_err(|error| error.to_string())?;
+        Ok(results
+            .into_iter()
+            .filter_map(|result| {
+                let outcome = match result.outcome {
+                    ApplyOutcome::Skipped => return None,
+                    ApplyOutcome::Applied(MvccResponse::Empty) => return None,
+                    ApplyOutcome::Applied(MvccResponse::Put(response)) => {
+                        Ok(Applied::Put(response))
+                    }
+                    ApplyOutcome::Applied(MvccResponse::DeleteRange(response)) => {
+                        Ok(Applied::DeleteRange(response))
+                    }
+                    ApplyOutcome::Applied(MvccResponse::Txn(response)) => {
+                        Ok(Applied::Txn(response))
+                    }
+                    ApplyOutcome::Applied(MvccResponse::Compaction(response)) => {
+                        Ok(Applied::Compaction(response))
+                    }
+                    ApplyOutcome::Applied(MvccResponse::Member) => Ok(Applied::Member),
+                    ApplyOutcome::Rejected(error) => Err(state_machine_error(error)),
+                };
+                Some((result.request_id, outcome))
+            })
+            .collect())
+    }
+
+    fn snapshot(&self) -> Result<bytes::Bytes, String> {
+        self.store
+            .lock()
+            .expect("store lock")
+            .snapshot()
+            .map_err(|error| error.to_string())
+    }
+
+    fn restore(&self, image: &[u8]) -> Result<(), String> {
+        self.store
+            .lock()
+            .expect("store lock")
+            .restore(image)
+            .map_err(|error| error.to_string())
+    }
+
+    fn members(&self) -> Vec<MemberAttributes> {
+        all_members(&self.store.lock().expect("store lock"))
+    }
+}
+
+fn state_machine_error(error: MvccError) -> ServerError {
+    ServerError::StateMachine(error.to_string())
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// The runtime's handle.
+    pub handle: NodeHandle,
+    /// The addresses the client services listen on.
+    pub client_addresses: Vec<SocketAddr>,
+    transport: Arc<Transport>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Stops serving clients and peers.
+    pub async fn shutdown(self) {
+        for server in &self.servers {
+            server.abort();
+        }
+        self.transport.shutdown().await;
+    }
+}
+
+fn has_existing_data(member_directory: &Path) -> bool {
+    std::fs::read_dir(member_directory.join("wal"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
+}
+
+async fn resolve_address(address: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(address)
+        .await
+        .map_err(|error| format!("resolving {address}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("{address} resolves to no address"))
+}
+
+/// Starts a node from checked flags.
+pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
+    let args = &config.args;
+    let member_directory = config.data_dir.join("member");
+    std::fs::create_dir_all(&member_directory)
+        .map_err(|error| format!("creating {}: {error}", member_directory.display()))?;
+    let existing = has_existing_data(&member_directory);
+    let store = MvccStore::open(member_directory.join("kv.redb"), MvccOptions::default())
+        .map_err(|error| format!("opening the key-value store: {error}"))?;
+    let token = &args.initial_cluster_token;
+    let initial: Vec<MemberAttributes> = config
+        .initial_members
+        .iter()
+        .map(|member| {
+            let id = crate::cluster::member_id(&member.peer_urls, token);
+            MemberAttributes {
+                id,
+                name: member.name.clone(),
+                peer_urls: member.peer_urls.clone(),
+                client_urls: if id == config.member_id {
+                    config.client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+                is_learner: false,
+                removed: false,
+            }
+        })
+        .collect();
+    let bootstrap = match (existing, args.initial_cluster_state) {
+        (_, InitialClusterState::New) => Bootstrap::Founder(ConfigState::with_voters(
+            initial.iter().map(|member| member.id),
+        )),
+        (_, InitialClusterState::Existing) => Bootstrap::Joiner,
+    };
+    let store = Arc::new(Mutex::new(store));
+    if !existing && args.initial_cluster_state == InitialClusterState::New {
+        let mut encoded = Vec::new();
+        for member in &initial {
+            member
+                .encode_length_delimited(&mut encoded)
+                .expect("a Vec grows as needed");
+        }
+        let mut store = store.lock().expect("store lock");
+        store.set_metadata(INITIAL_MEMBERS_METADATA, &encoded);
+        // Index 1 is the bootstrap snapshot's: the founding state.
+        store
+            .record_applied_index(1)
+            .map_err(|error| format!("recording the initial members: {error}"))?;
+    }
+    let peer_address = resolve_address(&config.peer_listen_address).await?;
+    let (inbound_sender, inbound) = mpsc::channel(65_536);
+    let transport = Transport::start(
+        TransportConfig::new(config.member_id, config.cluster_id, peer_address),
+        inbound_sender,
+    )
+    .await
+    .map_err(|error| format!("starting the peer transport: {error}"))?;
+    let network = Arc::new(transport);
+    for member in &initial {
+        if member.id == config.member_id {
+            continue;
+        }
+        if let Some(url) = member.peer_urls.first() {
+            if let Ok(address) = crate::cluster::host_and_port(url) {
+                PeerNetwork::set_peer(network.as_ref(), member.id, address);
+            }
+        }
+    }
+    let runtime_config = RuntimeConfig {
+        id: config.member_id,
+        cluster_id: config.cluster_id,
+        log_directory: member_directory.clone(),
+        bootstrap,
+        tick_interval: TICK_INTERVAL,
+        heartbeat_ticks: config.heartbeat_ticks.max(1),
+        election_timeout_ticks: config.election_timeout_ticks.max(2),
+        snapshot_entries: args.snapshot_count.max(1),
+        request_timeout: std::time::Duration::from_secs(5),
+        request_queue_max: 65_536,
+    };
+    let state_machine = Arc::new(KvStateMachine::new(Arc::clone(&store)));
+    let handle = runtime::start(runtime_config, Arc::clone(&network), state_machine, inbound)?;
+    let state = ServiceState::new(
+        handle.clone(),
+        Arc::clone(&store),
+        token.clone(),
+        args.max_request_bytes,
+    );
+    let mut servers = Vec::new();
+    let mut client_addresses = Vec::new();
+    for address in &config.client_listen_addresses {
+        let address = resolve_address(address).await?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| format!("listening for clients on {address}: {error}"))?;
+        client_addresses.push(listener.local_addr().map_err(|error| error.to_string())?);
+        // Room for the request plus its framing: larger requests fail with a clear status.
+        let message_bytes_max = args.max_request_bytes + 64 * 1024;
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(KvService(Arc::clone(&state)))
+                    .max_decoding_message_size(message_bytes_max),
+            )
+            .add_service(ClusterServer::new(ClusterService(Arc::clone(&state))))
+            .add_service(MaintenanceServer::new(MaintenanceService(Arc::clone(
+                &state,
+            ))))
+            .add_service(InternalServer::new(InternalService(Arc::clone(&state))));
+        let incoming = tokio_stream_listener(listener);
+        servers.push(tokio::spawn(async move {
+            if let Err(error) = router.serve_with_incoming(incoming).await {
+                tracing::error!("client service stopped: {error}");
+            }
+        }));
+    }
+    let own = MemberAttributes {
+        id: config.member_id,
+        name: args.name.clone(),
+        peer_urls: config.peer_urls.clone(),
+        client_urls: config.client_urls.clone(),
+        is_learner: false,
+        removed: false,
+    };
+    servers.push(tokio::spawn(publish_attributes(Arc::clone(&state), own)));
+    Ok(RunningNode {
+        handle,
+        client_addresses,
+        transport: network,
+        servers,
+    })
+}
+
+/// Publishes this node's name and client URLs through the log, so that every node can list
+/// them and forward writes to it when it leads; retried until the log shows them.
+async fn publish_attributes(state: Arc<ServiceState>, attributes: MemberAttributes) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        interval.tick().await;
+        if state.is_published(&attributes) {
+            return;
+        }
+        if let Err(status) = state.publish_self(attributes.clone()).await {
+            tracing::debug!("publishing this member's attributes: {}", status.message());
+        }
+    }
+}
+
+/// Accepted connections as the stream tonic serves.
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
+/// Runs a node until Ctrl-C or SIGTERM.
+pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    let running = start(config).await?;
+    tracing::info!(
+        "member {:x} serving clients on {:?}",
+        running.handle.id(),
+        running.client_addresses
+    );
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

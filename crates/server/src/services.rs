@@ -1,0 +1,618 @@
+//! etcd's v3 gRPC services (KV, Cluster, Maintenance) over a node's runtime and its MVCC
+//! store. Watch and Lease are not served yet: a client calling them gets gRPC's Unimplemented.
+//!
+//! Writes may arrive at any node: a follower forwards them to the leader's client URL and
+//! relays the answer. Reads are linearizable by default (a ReadIndex round, shared by all reads
+//! that arrive together) and served locally when `serializable` is set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::mvcc::{MvccReader, MvccStore};
+use crate::proto::etcdserverpb::cluster_server::Cluster;
+use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
+    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
+    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+};
+use crate::proto::flotillapb::internal_client::InternalClient;
+use crate::proto::flotillapb::internal_server::Internal;
+use crate::proto::flotillapb::{internal_request, MemberAttributes, PublishMemberResponse};
+use crate::runtime::{Applied, NodeHandle, ServerError};
+
+/// The version Flotilla reports in Status: the etcd API level it implements, so that clients
+/// that check it accept Flotilla.
+pub const REPORTED_VERSION: &str = "3.4.0";
+
+/// Everything the services share.
+pub struct ServiceState {
+    /// The node's runtime.
+    pub node: NodeHandle,
+    /// Reads of the key-value store.
+    pub reader: MvccReader,
+    /// The store itself, for members and sizes (the runtime applies through it too).
+    pub store: Arc<Mutex<MvccStore>>,
+    /// The cluster token, to derive the ids of added members.
+    pub cluster_token: String,
+    /// Largest request accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Channels to the leader, by client URL, for forwarding.
+    leader_channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ServiceState {
+    /// Shared state for the services of one node.
+    pub fn new(
+        node: NodeHandle,
+        store: Arc<Mutex<MvccStore>>,
+        cluster_token: String,
+        max_request_bytes: usize,
+    ) -> Arc<ServiceState> {
+        let reader = store.lock().expect("store lock").reader();
+        Arc::new(ServiceState {
+            node,
+            reader,
+            store,
+            cluster_token,
+            max_request_bytes,
+            leader_channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.node.cluster_id(),
+            member_id: self.node.id(),
+            revision,
+            raft_term: self.node.status().term,
+        }
+    }
+
+    fn current_revision(&self) -> i64 {
+        self.reader.current_revision().unwrap_or(0)
+    }
+
+    fn members(&self) -> Vec<MemberAttributes> {
+        crate::serve::all_members(&self.store.lock().expect("store lock"))
+    }
+
+    /// A channel to the leader, if it is another node whose client URL is known.
+    pub fn leader_channel(&self, leader: u64) -> Result<Channel, Status> {
+        let members = self.members();
+        let url = members
+            .iter()
+            .find(|member| member.id == leader && !member.removed)
+            .and_then(|member| member.client_urls.first().cloned())
+            .ok_or_else(|| to_status(ServerError::NoLeader))?;
+        let mut channels = self.leader_channels.lock().expect("channels lock");
+        if let Some(channel) = channels.get(&url) {
+            return Ok(channel.clone());
+        }
+        let channel = Channel::from_shared(url.clone())
+            .map_err(|error| Status::unavailable(format!("leader URL {url}: {error}")))?
+            .connect_lazy();
+        channels.insert(url, channel.clone());
+        Ok(channel)
+    }
+
+    fn leader_client(&self, leader: u64) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.leader_channel(leader)?))
+    }
+
+    /// Records this node's attributes through the log: directly when it leads, through the
+    /// leader otherwise. Done once the log shows them.
+    pub async fn publish_self(&self, attributes: MemberAttributes) -> Result<(), Status> {
+        let status = self.node.status();
+        match status.leader {
+            None => Err(to_status(ServerError::NoLeader)),
+            Some(leader) if leader == status.id => self
+                .node
+                .propose(internal_request::Request::Member(attributes))
+                .await
+                .map(|_| ())
+                .map_err(to_status),
+            Some(leader) => {
+                let mut client = InternalClient::new(self.leader_channel(leader)?);
+                client.publish_member(attributes).await.map(|_| ())
+            }
+        }
+    }
+
+    /// True once the log holds these attributes.
+    pub fn is_published(&self, attributes: &MemberAttributes) -> bool {
+        // The log's own records, not the initial members each node writes for itself.
+        let applied = self
+            .store
+            .lock()
+            .expect("store lock")
+            .members()
+            .unwrap_or_default();
+        applied.iter().any(|member| {
+            member.id == attributes.id
+                && member.name == attributes.name
+                && member.client_urls == attributes.client_urls
+        })
+    }
+}
+
+/// Maps runtime errors to gRPC statuses with etcd's codes and messages.
+pub fn to_status(error: ServerError) -> Status {
+    let code = match &error {
+        ServerError::NoLeader
+        | ServerError::NotLeader { .. }
+        | ServerError::Timeout
+        | ServerError::LeaderChanged
+        | ServerError::Stopped => Code::Unavailable,
+        ServerError::TooManyRequests => Code::ResourceExhausted,
+        ServerError::ConfigChangeInProgress => Code::Unavailable,
+        ServerError::InvalidConfigChange(_) => Code::FailedPrecondition,
+        ServerError::StateMachine(_) => Code::InvalidArgument,
+    };
+    Status::new(code, error.to_string())
+}
+
+fn check_size(state: &ServiceState, bytes: usize) -> Result<(), Status> {
+    if bytes > state.max_request_bytes {
+        return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
+    Ok(())
+}
+
+/// The KV service.
+pub struct KvService(pub Arc<ServiceState>);
+
+impl KvService {
+    /// Proposes a write here, or forwards it to the leader when this node is not it.
+    async fn write(&self, request: internal_request::Request) -> Result<Applied, ForwardOr> {
+        match self.0.node.propose(request).await {
+            Ok(applied) => Ok(applied),
+            Err(ServerError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.0.node.id() => Err(ForwardOr::Forward(leader)),
+            Err(error) => Err(ForwardOr::Fail(to_status(error))),
+        }
+    }
+}
+
+/// A write either fails here or must go to the leader.
+enum ForwardOr {
+    Forward(u64),
+    Fail(Status),
+}
+
+fn fill_header(state: &ServiceState, header: &mut Option<ResponseHeader>) {
+    let revision = header
+        .as_ref()
+        .map_or_else(|| state.current_revision(), |h| h.revision);
+    *header = Some(state.header(revision));
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        crate::mvcc::validate_range(&request).map_err(Status::from)?;
+        if !request.serializable {
+            self.0.node.read_index().await.map_err(to_status)?;
+        }
+        let mut response = self.0.reader.range(&request).map_err(Status::from)?;
+        fill_header(&self.0, &mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        crate::mvcc::validate_put(&request).map_err(Status::from)?;
+        check_size(&self.0, request.key.len() + request.value.len())?;
+        match self
+            .write(internal_request::Request::Put(request.clone()))
+            .await
+        {
+            Ok(Applied::Put(mut response)) => {
+                fill_header(&self.0, &mut response.header);
+                Ok(Response::new(response))
+            }
+            Ok(_) => Err(Status::internal("a put applied as something else")),
+            Err(ForwardOr::Forward(leader)) => self.0.leader_client(leader)?.put(request).await,
+            Err(ForwardOr::Fail(status)) => Err(status),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        crate::mvcc::validate_delete_range(&request).map_err(Status::from)?;
+        match self
+            .write(internal_request::Request::DeleteRange(request.clone()))
+            .await
+        {
+            Ok(Applied::DeleteRange(mut response)) => {
+                fill_header(&self.0, &mut response.header);
+                Ok(Response::new(response))
+            }
+            Ok(_) => Err(Status::internal("a delete applied as something else")),
+            Err(ForwardOr::Forward(leader)) => {
+                self.0.leader_client(leader)?.delete_range(request).await
+            }
+            Err(ForwardOr::Fail(status)) => Err(status),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        check_size(&self.0, prost::Message::encoded_len(&request))?;
+        crate::mvcc::validate_txn(&request, crate::mvcc::MAX_TXN_OPERATIONS_DEFAULT)
+            .map_err(Status::from)?;
+        match self
+            .write(internal_request::Request::Txn(request.clone()))
+            .await
+        {
+            Ok(Applied::Txn(mut response)) => {
+                fill_header(&self.0, &mut response.header);
+                Ok(Response::new(response))
+            }
+            Ok(_) => Err(Status::internal("a txn applied as something else")),
+            Err(ForwardOr::Forward(leader)) => self.0.leader_client(leader)?.txn(request).await,
+            Err(ForwardOr::Fail(status)) => Err(status),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let request = request.into_inner();
+        match self
+            .write(internal_request::Request::Compaction(request))
+            .await
+        {
+            Ok(Applied::Compaction(mut response)) => {
+                fill_header(&self.0, &mut response.header);
+                Ok(Response::new(response))
+            }
+            Ok(_) => Err(Status::internal("a compaction applied as something else")),
+            Err(ForwardOr::Forward(leader)) => self.0.leader_client(leader)?.compact(request).await,
+            Err(ForwardOr::Fail(status)) => Err(status),
+        }
+    }
+}
+
+/// The Cluster service.
+pub struct ClusterService(pub Arc<ServiceState>);
+
+impl ClusterService {
+    fn member_list(&self) -> Vec<Member> {
+        let status = self.0.node.status();
+        let mut members: Vec<Member> = self
+            .0
+            .members()
+            .into_iter()
+            .filter(|member| !member.removed)
+            .map(|member| Member {
+                id: member.id,
+                name: member.name,
+                peer_ur_ls: member.peer_urls,
+                client_ur_ls: member.client_urls,
+                is_learner: status.config.learners.contains(&member.id),
+            })
+            .collect();
+        members.sort_by_key(|member| member.id);
+        members
+    }
+
+    fn not_leader(&self) -> Status {
+        match self.0.node.status().leader {
+            None => to_status(ServerError::NoLeader),
+            Some(_) => Status::unavailable(
+                "etcdserver: not leader: send membership changes to the leader's endpoint",
+            ),
+        }
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        let status = self.0.node.status();
+        if status.leader != Some(status.id) {
+            return Err(self.not_leader());
+        }
+        Ok(())
+    }
+
+    async fn record_member(&self, attributes: MemberAttributes) -> Result<(), Status> {
+        match self
+            .0
+            .node
+            .propose(internal_request::Request::Member(attributes))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => Err(to_status(error)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        self.require_leader()?;
+        if request.peer_ur_ls.is_empty() {
+            return Err(Status::invalid_argument(
+                "etcdserver: peer URLs are not provided",
+            ));
+        }
+        for url in &request.peer_ur_ls {
+            crate::cluster::host_and_port(url)
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        }
+        let id = crate::cluster::member_id(&request.peer_ur_ls, &self.0.cluster_token);
+        if self
+            .0
+            .members()
+            .iter()
+            .any(|member| member.id == id && !member.removed)
+        {
+            return Err(Status::failed_precondition(
+                "etcdserver: member ID already exist",
+            ));
+        }
+        let attributes = MemberAttributes {
+            id,
+            name: String::new(),
+            peer_urls: request.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+            is_learner: request.is_learner,
+            removed: false,
+        };
+        self.record_member(attributes).await?;
+        let step = if request.is_learner {
+            raft::ConfigChangeStep::AddLearner(id)
+        } else {
+            raft::ConfigChangeStep::AddVoter(id)
+        };
+        self.0
+            .node
+            .change_config(raft::ConfigChange::new([step]))
+            .await
+            .map_err(to_status)?;
+        let members = self.member_list();
+        let member = members.iter().find(|member| member.id == id).cloned();
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            member,
+            members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        self.require_leader()?;
+        let Some(mut attributes) = self
+            .0
+            .members()
+            .into_iter()
+            .find(|member| member.id == id && !member.removed)
+        else {
+            return Err(Status::not_found("etcdserver: member not found"));
+        };
+        self.0
+            .node
+            .change_config(raft::ConfigChange::new([
+                raft::ConfigChangeStep::RemoveNode(id),
+            ]))
+            .await
+            .map_err(to_status)?;
+        attributes.removed = true;
+        self.record_member(attributes).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        self.require_leader()?;
+        let Some(mut attributes) = self
+            .0
+            .members()
+            .into_iter()
+            .find(|member| member.id == request.id && !member.removed)
+        else {
+            return Err(Status::not_found("etcdserver: member not found"));
+        };
+        for url in &request.peer_ur_ls {
+            crate::cluster::host_and_port(url)
+                .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        }
+        attributes.peer_urls = request.peer_ur_ls;
+        self.record_member(attributes).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        if request.into_inner().linearizable {
+            self.0.node.read_index().await.map_err(to_status)?;
+        }
+        Ok(Response::new(MemberListResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        self.require_leader()?;
+        let status = self.0.node.status();
+        if !status.config.learners.contains(&id) {
+            if status.config.all_nodes().contains(&id) {
+                return Err(Status::failed_precondition(
+                    "etcdserver: can only promote a learner member",
+                ));
+            }
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        self.0
+            .node
+            .change_config(raft::ConfigChange::new([raft::ConfigChangeStep::AddVoter(
+                id,
+            )]))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            members: self.member_list(),
+        }))
+    }
+}
+
+/// The Maintenance service: Status, Alarm (none raised) and MoveLeader; the rest answer
+/// Unimplemented.
+pub struct MaintenanceService(pub Arc<ServiceState>);
+
+type SnapshotStream = tonic::codegen::BoxStream<SnapshotResponse>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self.0.node.status();
+        let database_size_bytes = self
+            .0
+            .store
+            .lock()
+            .expect("store lock")
+            .db_size_bytes()
+            .unwrap_or(0) as i64;
+        Ok(Response::new(StatusResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            version: REPORTED_VERSION.to_string(),
+            db_size: database_size_bytes,
+            leader: status.leader.unwrap_or(0),
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: status.errors.clone(),
+            db_size_in_use: database_size_bytes,
+            is_learner: status.config.learners.contains(&status.id),
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(Status::unimplemented(
+            "defragment is not implemented by Flotilla yet",
+        ))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented(
+            "hash is not implemented by Flotilla yet",
+        ))
+    }
+
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(Status::unimplemented(
+            "hashkv is not implemented by Flotilla yet",
+        ))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "snapshot is not implemented by Flotilla yet",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        self.0
+            .node
+            .transfer_leadership(target)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+        }))
+    }
+}
+
+/// Flotilla's node-to-node service on the client port.
+pub struct InternalService(pub Arc<ServiceState>);
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn publish_member(
+        &self,
+        request: Request<MemberAttributes>,
+    ) -> Result<Response<PublishMemberResponse>, Status> {
+        let attributes = request.into_inner();
+        let known = self
+            .0
+            .members()
+            .into_iter()
+            .find(|member| member.id == attributes.id && !member.removed);
+        let Some(known) = known else {
+            return Err(Status::not_found("etcdserver: member not found"));
+        };
+        // Only the name and client URLs are published this way; the rest stays as recorded.
+        let updated = MemberAttributes {
+            name: attributes.name,
+            client_urls: attributes.client_urls,
+            ..known
+        };
+        self.0
+            .node
+            .propose(internal_request::Request::Member(updated))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(PublishMemberResponse {}))
+    }
+}
