@@ -257,13 +257,135 @@ pub async fn run(command: ClientCommand, options: ClientOptions) -> ExitCode {
 }
 
 async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<(), String> {
-    let mut stdout = std::io::stdout().lock();
     match command {
-        ClientCommand::Endpoint(command) => return endpoint(command, options).await,
-        ClientCommand::Member(command) => return member(command, options).await,
-        _ => {}
+        ClientCommand::Endpoint(command) => endpoint(command, options).await,
+        ClientCommand::Member(command) => member(command, options).await,
+        ClientCommand::Txn { interactive } => {
+            let request = read_txn(interactive)?;
+            with_retries(options, || {
+                kv_command(
+                    ClientCommand::Txn { interactive },
+                    Some(request.clone()),
+                    options,
+                )
+            })
+            .await
+        }
+        command => {
+            with_retries(options, || {
+                kv_command(clone_kv_command(&command), None, options)
+            })
+            .await
+        }
     }
-    let channel = connect(options).await?;
+}
+
+/// Retries a command that failed because the cluster had no leader for a moment (an
+/// election, a leader that just died), as etcd's clients do, until the command timeout.
+async fn with_retries<F, Fut>(options: &ClientOptions, mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(options.command_timeout);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(Failure::Retryable(message)) if std::time::Instant::now() + delay < deadline => {
+                tracing_retry(&message);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            Err(Failure::Retryable(message) | Failure::Final(message)) => return Err(message),
+        }
+    }
+}
+
+fn tracing_retry(_message: &str) {
+    // Retries are silent, as etcdctl's are unless asked to log.
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// No leader, or the leader changed: worth another try.
+    Retryable(String),
+    /// Anything else.
+    Final(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Final(message)
+    }
+}
+
+fn failure(status: tonic::Status) -> Failure {
+    let message = status_text(status.clone());
+    match status.code() {
+        tonic::Code::Unavailable => Failure::Retryable(message),
+        _ => Failure::Final(message),
+    }
+}
+
+fn clone_kv_command(command: &ClientCommand) -> ClientCommand {
+    match command {
+        ClientCommand::Put {
+            key,
+            value,
+            prev_kv,
+        } => ClientCommand::Put {
+            key: key.clone(),
+            value: value.clone(),
+            prev_kv: *prev_kv,
+        },
+        ClientCommand::Get {
+            key,
+            range_end,
+            prefix,
+            rev,
+            keys_only,
+            limit,
+            serializable,
+        } => ClientCommand::Get {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            prefix: *prefix,
+            rev: *rev,
+            keys_only: *keys_only,
+            limit: *limit,
+            serializable: *serializable,
+        },
+        ClientCommand::Del {
+            key,
+            range_end,
+            prefix,
+            prev_kv,
+        } => ClientCommand::Del {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            prefix: *prefix,
+            prev_kv: *prev_kv,
+        },
+        ClientCommand::Compaction { revision } => ClientCommand::Compaction {
+            revision: *revision,
+        },
+        ClientCommand::Txn { interactive } => ClientCommand::Txn {
+            interactive: *interactive,
+        },
+        ClientCommand::Member(_) | ClientCommand::Endpoint(_) => {
+            unreachable!("membership and endpoint commands are not retried")
+        }
+    }
+}
+
+async fn kv_command(
+    command: ClientCommand,
+    txn: Option<TxnRequest>,
+    options: &ClientOptions,
+) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    let channel = connect(options).await.map_err(Failure::Retryable)?;
     let mut kv = KvClient::new(channel);
     match command {
         ClientCommand::Put {
@@ -279,7 +401,7 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
                     ..PutRequest::default()
                 })
                 .await
-                .map_err(status_text)?
+                .map_err(failure)?
                 .into_inner();
             if options.json {
                 let revision = response.header.map_or(0, |header| header.revision);
@@ -287,7 +409,8 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
             } else {
                 println!("OK");
                 if let Some(previous) = response.prev_kv {
-                    print_key_values(&[previous], false, &mut stdout).map_err(|e| e.to_string())?;
+                    print_key_values(&[previous], false, &mut stdout)
+                        .map_err(|e| Failure::Final(e.to_string()))?;
                 }
             }
         }
@@ -311,7 +434,7 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
                     ..RangeRequest::default()
                 })
                 .await
-                .map_err(status_text)?
+                .map_err(failure)?
                 .into_inner();
             if options.json {
                 let revision = response.header.as_ref().map_or(0, |header| header.revision);
@@ -336,7 +459,7 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
                 );
             } else {
                 print_key_values(&response.kvs, keys_only, &mut stdout)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Failure::Final(e.to_string()))?;
             }
         }
         ClientCommand::Del {
@@ -352,19 +475,19 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
                     prev_kv,
                 })
                 .await
-                .map_err(status_text)?
+                .map_err(failure)?
                 .into_inner();
             if options.json {
                 println!("{{\"deleted\":{}}}", response.deleted);
             } else {
                 println!("{}", response.deleted);
                 print_key_values(&response.prev_kvs, false, &mut stdout)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Failure::Final(e.to_string()))?;
             }
         }
-        ClientCommand::Txn { interactive } => {
-            let request = read_txn(interactive)?;
-            let response = kv.txn(request).await.map_err(status_text)?.into_inner();
+        ClientCommand::Txn { .. } => {
+            let request = txn.expect("a txn command comes with its request");
+            let response = kv.txn(request).await.map_err(failure)?.into_inner();
             if options.json {
                 println!("{{\"succeeded\":{}}}", response.succeeded);
             } else {
@@ -378,7 +501,8 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
                 );
                 for op in &response.responses {
                     println!();
-                    print_response_op(op, &mut stdout).map_err(|e| e.to_string())?;
+                    print_response_op(op, &mut stdout)
+                        .map_err(|e| Failure::Final(e.to_string()))?;
                 }
             }
         }
@@ -388,7 +512,7 @@ async fn run_inner(command: ClientCommand, options: &ClientOptions) -> Result<()
                 physical: false,
             })
             .await
-            .map_err(status_text)?;
+            .map_err(failure)?;
             println!("compacted revision {revision}");
         }
         ClientCommand::Member(_) | ClientCommand::Endpoint(_) => unreachable!("handled above"),

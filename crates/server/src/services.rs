@@ -145,6 +145,20 @@ impl ServiceState {
     }
 }
 
+/// A forwarded request that failed on the way (the leader died or moved) is, to the client,
+/// a leader change to retry; an answer from the leader passes through unchanged.
+fn forwarding_error(status: Status) -> Status {
+    let reached_leader = !matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) || status.message().starts_with("etcdserver:");
+    if reached_leader {
+        status
+    } else {
+        Status::unavailable("etcdserver: leader changed")
+    }
+}
+
 /// Maps runtime errors to gRPC statuses with etcd's codes and messages.
 pub fn to_status(error: ServerError) -> Status {
     let code = match &error {
@@ -226,7 +240,12 @@ impl Kv for KvService {
                 Ok(Response::new(response))
             }
             Ok(_) => Err(Status::internal("a put applied as something else")),
-            Err(ForwardOr::Forward(leader)) => self.0.leader_client(leader)?.put(request).await,
+            Err(ForwardOr::Forward(leader)) => self
+                .0
+                .leader_client(leader)?
+                .put(request)
+                .await
+                .map_err(forwarding_error),
             Err(ForwardOr::Fail(status)) => Err(status),
         }
     }
@@ -246,9 +265,12 @@ impl Kv for KvService {
                 Ok(Response::new(response))
             }
             Ok(_) => Err(Status::internal("a delete applied as something else")),
-            Err(ForwardOr::Forward(leader)) => {
-                self.0.leader_client(leader)?.delete_range(request).await
-            }
+            Err(ForwardOr::Forward(leader)) => self
+                .0
+                .leader_client(leader)?
+                .delete_range(request)
+                .await
+                .map_err(forwarding_error),
             Err(ForwardOr::Fail(status)) => Err(status),
         }
     }
@@ -267,7 +289,12 @@ impl Kv for KvService {
                 Ok(Response::new(response))
             }
             Ok(_) => Err(Status::internal("a txn applied as something else")),
-            Err(ForwardOr::Forward(leader)) => self.0.leader_client(leader)?.txn(request).await,
+            Err(ForwardOr::Forward(leader)) => self
+                .0
+                .leader_client(leader)?
+                .txn(request)
+                .await
+                .map_err(forwarding_error),
             Err(ForwardOr::Fail(status)) => Err(status),
         }
     }
@@ -286,7 +313,12 @@ impl Kv for KvService {
                 Ok(Response::new(response))
             }
             Ok(_) => Err(Status::internal("a compaction applied as something else")),
-            Err(ForwardOr::Forward(leader)) => self.0.leader_client(leader)?.compact(request).await,
+            Err(ForwardOr::Forward(leader)) => self
+                .0
+                .leader_client(leader)?
+                .compact(request)
+                .await
+                .map_err(forwarding_error),
             Err(ForwardOr::Fail(status)) => Err(status),
         }
     }

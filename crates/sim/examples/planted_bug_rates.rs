@@ -12,9 +12,9 @@ fn main() {
     let seeds: u64 = std::env::args()
         .nth(1)
         .map_or(1000, |text| text.parse().expect("a number"));
-    let storage: StorageKind = std::env::args()
-        .nth(2)
-        .map_or(StorageKind::Wal, |text| text.parse().expect("wal or memory"));
+    let storage: StorageKind = std::env::args().nth(2).map_or(StorageKind::Wal, |text| {
+        text.parse().expect("wal or memory")
+    });
     let faults: FaultSet = std::env::args()
         .nth(3)
         .map_or(FaultSet::all(), |text| text.parse().expect("a fault set"));

@@ -55,10 +55,20 @@ fn commit_older_term_by_counting_is_caught() {
 
 /// The same bug with the direct check of the commit rule switched off: the simulator must
 /// still see its consequence, a committed entry that a later leader lacks or overwrites.
+///
+/// Without the disk faults. Rationale: the consequence needs a rare schedule of short terms
+/// (the paper's Figure 8); failed fsyncs and damaged disks take turns from the faults that build
+/// it and nodes down for good, and cut the seeds that catch it from 14 to 2 in 4,000. With the
+/// same schedule the WAL catches exactly the seeds `MemoryStorage` does.
 #[test]
 fn commit_older_term_by_counting_is_caught_by_its_consequence() {
     let config = SimConfig {
         check_commit_rule: false,
+        faults: sim::FaultSet {
+            disk: false,
+            corrupt: false,
+            ..sim::FaultSet::all()
+        },
         ..small()
     };
     let (_, property) = first_detection(
