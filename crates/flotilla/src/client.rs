@@ -179,13 +179,26 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn range_end_for(key: &str, range_end: Option<&String>, prefix: bool) -> Vec<u8> {
-    if prefix {
-        prefix_end(key.as_bytes())
+/// The key and range end of a prefix: every key when the prefix is empty. Rationale: etcd
+/// refuses an empty key, so etcdctl asks for every key from "\0" on ("\0" as the range end
+/// means "to the end").
+fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        (vec![0], vec![0])
     } else {
-        range_end
+        (prefix.to_vec(), prefix_end(prefix))
+    }
+}
+
+/// The key and range end a get or del asks for.
+fn range_for(key: String, range_end: Option<&String>, prefix: bool) -> (Vec<u8>, Vec<u8>) {
+    if prefix {
+        prefix_range(key.as_bytes())
+    } else {
+        let range_end = range_end
             .map(|end| end.as_bytes().to_vec())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (key.into_bytes(), range_end)
     }
 }
 
@@ -423,10 +436,11 @@ async fn kv_command(
             limit,
             serializable,
         } => {
+            let (key, range_end) = range_for(key, range_end.as_ref(), prefix);
             let response = kv
                 .range(RangeRequest {
-                    range_end: range_end_for(&key, range_end.as_ref(), prefix),
-                    key: key.into_bytes(),
+                    key,
+                    range_end,
                     revision: rev,
                     keys_only,
                     limit,
@@ -468,10 +482,11 @@ async fn kv_command(
             prefix,
             prev_kv,
         } => {
+            let (key, range_end) = range_for(key, range_end.as_ref(), prefix);
             let response = kv
                 .delete_range(DeleteRangeRequest {
-                    range_end: range_end_for(&key, range_end.as_ref(), prefix),
-                    key: key.into_bytes(),
+                    key,
+                    range_end,
                     prev_kv,
                 })
                 .await
@@ -631,25 +646,19 @@ pub fn parse_operation(line: &str) -> Result<RequestOp, String> {
         }),
         Some("get") if words.len() >= 2 => {
             let prefix = words.iter().any(|word| word == "--prefix");
+            let (key, range_end) = range_for(words[1].clone(), None, prefix);
             request_op::Request::RequestRange(RangeRequest {
-                key: words[1].clone().into_bytes(),
-                range_end: if prefix {
-                    prefix_end(words[1].as_bytes())
-                } else {
-                    Vec::new()
-                },
+                key,
+                range_end,
                 ..RangeRequest::default()
             })
         }
         Some("del") if words.len() >= 2 => {
             let prefix = words.iter().any(|word| word == "--prefix");
+            let (key, range_end) = range_for(words[1].clone(), None, prefix);
             request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: words[1].clone().into_bytes(),
-                range_end: if prefix {
-                    prefix_end(words[1].as_bytes())
-                } else {
-                    Vec::new()
-                },
+                key,
+                range_end,
                 prev_kv: false,
             })
         }
@@ -859,6 +868,20 @@ mod tests {
         assert_eq!(prefix_end(b"abc"), b"abd".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    #[test]
+    fn an_empty_prefix_asks_for_every_key_with_a_key_etcd_accepts() {
+        assert_eq!(range_for(String::new(), None, true), (vec![0], vec![0]));
+        assert_eq!(
+            range_for("ab".to_string(), None, true),
+            (b"ab".to_vec(), b"ac".to_vec())
+        );
+        let end = "z".to_string();
+        assert_eq!(
+            range_for("a".to_string(), Some(&end), false),
+            (b"a".to_vec(), b"z".to_vec())
+        );
     }
 
     #[test]

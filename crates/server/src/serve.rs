@@ -116,11 +116,23 @@ impl StateMachine for KvStateMachine {
     }
 
     fn restore(&self, image: &[u8]) -> Result<(), String> {
-        self.store
-            .lock()
-            .expect("store lock")
-            .restore(image)
-            .map_err(|error| error.to_string())
+        let mut store = self.store.lock().expect("store lock");
+        if image.is_empty() {
+            // The founders' bootstrap snapshot (index 1) carries no image: it stands for the
+            // empty store a founder starts with. A leader that has made no snapshot of its own
+            // sends it to a member joining with an empty data directory, whose store is that
+            // empty store already; the members' attributes arrive with the log after it.
+            if store.applied_index() > 1 {
+                return Err(format!(
+                    "an empty snapshot image cannot replace a store applied up to {}",
+                    store.applied_index()
+                ));
+            }
+            return store
+                .record_applied_index(1)
+                .map_err(|error| error.to_string());
+        }
+        store.restore(image).map_err(|error| error.to_string())
     }
 
     fn members(&self) -> Vec<MemberAttributes> {
@@ -218,8 +230,16 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     }
     let peer_address = resolve_address(&config.peer_listen_address).await?;
     let (inbound_sender, inbound) = mpsc::channel(65_536);
+    // The cluster id derives from the founding members, which a member joining a running
+    // cluster does not know (its --initial-cluster lists the members of today): it takes the
+    // id from the first peer that connects to it, as an etcd member joining learns it from
+    // its peers (see TransportConfig::cluster_id).
+    let transport_cluster_id = match args.initial_cluster_state {
+        InitialClusterState::New => config.cluster_id,
+        InitialClusterState::Existing => 0,
+    };
     let transport = Transport::start(
-        TransportConfig::new(config.member_id, config.cluster_id, peer_address),
+        TransportConfig::new(config.member_id, transport_cluster_id, peer_address),
         inbound_sender,
     )
     .await

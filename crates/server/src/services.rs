@@ -34,6 +34,11 @@ use crate::runtime::{Applied, NodeHandle, ServerError};
 /// that check it accept Flotilla.
 pub const REPORTED_VERSION: &str = "3.4.0";
 
+/// How long a write to forward may wait for the leader's client URL to be known here.
+/// Rationale: a new member publishes its URL through the log every 500 ms until it is
+/// recorded, so a few seconds cover a cluster's start; a client's own timeout is 5 s.
+pub const LEADER_URL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Everything the services share.
 pub struct ServiceState {
     /// The node's runtime.
@@ -105,8 +110,19 @@ impl ServiceState {
         Ok(channel)
     }
 
-    fn leader_client(&self, leader: u64) -> Result<KvClient<Channel>, Status> {
-        Ok(KvClient::new(self.leader_channel(leader)?))
+    /// A client of the leader, for a forwarded write. The leader's client URL reaches the
+    /// other members through the log shortly after the leader starts (see
+    /// `serve::publish_attributes`); a write that arrives in between waits for it, up to
+    /// [`LEADER_URL_WAIT`], rather than failing with "no leader" while every node names one.
+    async fn leader_client(&self, leader: u64) -> Result<KvClient<Channel>, Status> {
+        let deadline = tokio::time::Instant::now() + LEADER_URL_WAIT;
+        loop {
+            match self.leader_channel(leader) {
+                Ok(channel) => return Ok(KvClient::new(channel)),
+                Err(status) if tokio::time::Instant::now() >= deadline => return Err(status),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
     }
 
     /// Records this node's attributes through the log: directly when it leads, through the
@@ -242,7 +258,8 @@ impl Kv for KvService {
             Ok(_) => Err(Status::internal("a put applied as something else")),
             Err(ForwardOr::Forward(leader)) => self
                 .0
-                .leader_client(leader)?
+                .leader_client(leader)
+                .await?
                 .put(request)
                 .await
                 .map_err(forwarding_error),
@@ -267,7 +284,8 @@ impl Kv for KvService {
             Ok(_) => Err(Status::internal("a delete applied as something else")),
             Err(ForwardOr::Forward(leader)) => self
                 .0
-                .leader_client(leader)?
+                .leader_client(leader)
+                .await?
                 .delete_range(request)
                 .await
                 .map_err(forwarding_error),
@@ -291,7 +309,8 @@ impl Kv for KvService {
             Ok(_) => Err(Status::internal("a txn applied as something else")),
             Err(ForwardOr::Forward(leader)) => self
                 .0
-                .leader_client(leader)?
+                .leader_client(leader)
+                .await?
                 .txn(request)
                 .await
                 .map_err(forwarding_error),
@@ -315,7 +334,8 @@ impl Kv for KvService {
             Ok(_) => Err(Status::internal("a compaction applied as something else")),
             Err(ForwardOr::Forward(leader)) => self
                 .0
-                .leader_client(leader)?
+                .leader_client(leader)
+                .await?
                 .compact(request)
                 .await
                 .map_err(forwarding_error),

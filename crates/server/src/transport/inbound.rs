@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::convert::ConvertError;
 use super::frame::{decode_body, encode_frame, read_frame, FrameError, FrameKind};
@@ -211,12 +211,6 @@ fn check_handshake(shared: &Shared, handshake: &pb::Handshake) -> Option<String>
             handshake.protocol_version
         ));
     }
-    if handshake.cluster_id != config.cluster_id {
-        return Some(format!(
-            "cluster id {:x} is not this node's cluster id {:x}",
-            handshake.cluster_id, config.cluster_id
-        ));
-    }
     if handshake.to != config.local_id {
         return Some(format!(
             "this is node {:x}, not node {:x}",
@@ -231,7 +225,31 @@ fn check_handshake(shared: &Shared, handshake: &pb::Handshake) -> Option<String>
     if !kind_known {
         return Some(format!("unknown connection kind {}", handshake.kind));
     }
-    None
+    // Checked last, so that only a handshake acceptable in every other way can teach a
+    // joining node (configured with cluster id 0) the id of the cluster that added it.
+    if handshake.cluster_id == 0 {
+        return Some("the sender does not know its cluster id yet".to_string());
+    }
+    let adopted = shared.cluster_id.compare_exchange(
+        0,
+        handshake.cluster_id,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    match adopted {
+        Ok(_) => {
+            info!(
+                "joined cluster {:x}, as named by peer {:x}",
+                handshake.cluster_id, handshake.from
+            );
+            None
+        }
+        Err(own) if own == handshake.cluster_id => None,
+        Err(own) => Some(format!(
+            "cluster id {:x} is not this node's cluster id {own:x}",
+            handshake.cluster_id
+        )),
+    }
 }
 
 /// Makes this connection the newest messages connection from `peer`, closing the previous

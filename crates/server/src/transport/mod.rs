@@ -43,7 +43,9 @@
 //!    see [`TransportCounters::connections_refused`]) a different protocol version, a different
 //!    cluster id (so a node with another cluster token, from which the cluster id derives, is
 //!    refused by its peers), a connection meant for another node id, or a sender id of 0 or its
-//!    own. After a refusal it closes the connection.
+//!    own. After a refusal it closes the connection. A node started with cluster id 0 (one
+//!    joining a running cluster) instead adopts the cluster id of the first handshake it
+//!    accepts, and refuses others from then on (see [`TransportConfig::cluster_id`]).
 //! 3. On a messages connection the connecting node then sends `MessageBatch` frames and nothing
 //!    comes back; the accepting node closes an older messages connection from the same peer
 //!    when a new one is accepted, so a half-open connection from a crashed peer does not linger.
@@ -106,7 +108,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub struct TransportConfig {
     /// This node's id; never 0.
     pub local_id: NodeId,
-    /// The cluster's id. Peers presenting another id are refused.
+    /// The cluster's id. Peers presenting another id are refused. 0 means not known yet (a
+    /// member joining a running cluster, whose founding members it cannot know): the id of
+    /// the first accepted handshake addressed to this node is adopted, as an etcd member
+    /// joining with `--initial-cluster-state existing` learns the cluster id from its peers.
+    /// Until then this node's own connections present 0, which its peers refuse, and are
+    /// retried.
     pub cluster_id: u64,
     /// Where to listen for peers; port 0 picks a free port (see [`Transport::local_address`]).
     pub listen_address: SocketAddr,
@@ -283,6 +290,8 @@ pub struct Transport {
 /// The transport's state shared with its tasks.
 struct Shared {
     config: TransportConfig,
+    /// The cluster id in force: `config.cluster_id`, or the adopted one when that was 0.
+    cluster_id: AtomicU64,
     reports: Mutex<Reports>,
     reports_ready: Notify,
     statistics: Mutex<HashMap<NodeId, Arc<PeerStatistics>>>,
@@ -379,6 +388,7 @@ impl Transport {
                 source,
             })?;
         let shared = Arc::new(Shared {
+            cluster_id: AtomicU64::new(config.cluster_id),
             config,
             reports: Mutex::new(Reports::default()),
             reports_ready: Notify::new(),
@@ -402,6 +412,12 @@ impl Transport {
     /// was 0).
     pub fn local_address(&self) -> SocketAddr {
         self.local_address
+    }
+
+    /// The cluster id in force: the configured one, or the one adopted from a peer when it
+    /// was 0 (still 0 until a peer has connected).
+    pub fn cluster_id(&self) -> u64 {
+        self.shared.cluster_id.load(Ordering::Relaxed)
     }
 
     /// Starts sending to peer `id` at `address` ("host:port"). Messages for it are queued at

@@ -104,7 +104,7 @@ async fn connect(
     stream.set_nodelay(true).map_err(ConnectionError::Io)?;
     let handshake = pb::Handshake {
         protocol_version: PROTOCOL_VERSION,
-        cluster_id: config.cluster_id,
+        cluster_id: shared.cluster_id.load(Ordering::Relaxed),
         from: config.local_id,
         to: peer,
         kind: kind.into(),

@@ -373,6 +373,56 @@ async fn a_peer_of_another_cluster_is_refused() {
 }
 
 #[tokio::test]
+async fn a_joining_node_adopts_the_cluster_id_of_the_first_peer_and_then_keeps_it() {
+    let (member, mut member_inbound) = start(config(1, CLUSTER)).await;
+    let (joiner, mut joiner_inbound) = start(config(2, 0)).await;
+    assert_eq!(joiner.cluster_id(), 0);
+    // Before it has heard from the cluster, the joiner's own connections are refused.
+    joiner
+        .add_peer(1, member.local_address().to_string())
+        .unwrap();
+    joiner.send(vec![heartbeat(2, 1, 1)]);
+    eventually("the member refuses the joiner's unknown cluster id", || {
+        member.counters().connections_refused >= 1
+    })
+    .await;
+    assert_eq!(member.counters().connections_accepted, 0);
+
+    // The member connects to it: the joiner takes its cluster id, and both directions work.
+    member
+        .add_peer(2, joiner.local_address().to_string())
+        .unwrap();
+    member.send(vec![heartbeat(1, 2, 7)]);
+    assert_eq!(
+        receive(&mut joiner_inbound, 1).await,
+        vec![heartbeat(1, 2, 7)]
+    );
+    assert_eq!(joiner.cluster_id(), CLUSTER);
+    joiner.send(vec![heartbeat(2, 1, 8)]);
+    // The heartbeat refused at first may still be queued ahead of this one.
+    loop {
+        let arrived = receive(&mut member_inbound, 1).await;
+        if arrived == vec![heartbeat(2, 1, 8)] {
+            break;
+        }
+        assert_eq!(arrived, vec![heartbeat(2, 1, 1)]);
+    }
+
+    // A node of another cluster cannot take it over afterwards.
+    let (stranger, _stranger_inbound) = start(config(3, CLUSTER + 1)).await;
+    stranger
+        .add_peer(2, joiner.local_address().to_string())
+        .unwrap();
+    stranger.send(vec![heartbeat(3, 2, 9)]);
+    eventually("the joiner refuses the other cluster", || {
+        joiner.counters().connections_refused >= 1
+    })
+    .await;
+    assert_nothing_arrives(&mut joiner_inbound).await;
+    assert_eq!(joiner.cluster_id(), CLUSTER);
+}
+
+#[tokio::test]
 async fn a_connection_meant_for_another_node_is_refused() {
     let (one, mut one_inbound) = start(config(1, CLUSTER)).await;
     let (two, _two_inbound) = start(config(2, CLUSTER)).await;

@@ -1,0 +1,190 @@
+//! etcd's own client, etcdctl 3.4 (Debian's `etcd-client` package), against a real
+//! three-node Flotilla cluster: the commands an etcd user runs work unchanged and print what
+//! they print against etcd. Without etcdctl this test fails, saying how to install it:
+//! compatibility with etcd's client is what the project promises, so it is not skipped.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::{json_number, run_with_timeout, Cluster, Run, COMMAND_TIMEOUT};
+
+/// etcdctl: /usr/bin/etcdctl (where Debian installs it), else the first on PATH.
+fn find_etcdctl() -> PathBuf {
+    let debian = PathBuf::from("/usr/bin/etcdctl");
+    if debian.is_file() {
+        return debian;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|directory| directory.join("etcdctl"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "etcdctl is not installed (looked in /usr/bin and on PATH). This test checks \
+             compatibility with etcd's client, version 3.4; install it with \
+             `sudo apt-get install etcd-client` (Debian/Ubuntu), or put an etcdctl 3.4 binary on \
+             PATH. .ci/run installs it on CI."
+        )
+    })
+}
+
+/// Runs etcdctl against `endpoints` with `input` on standard input.
+fn etcdctl(binary: &PathBuf, endpoints: &[String], arguments: &[&str], input: &str) -> Run {
+    let mut command = Command::new(binary);
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg("--command-timeout=10s")
+        .args(arguments);
+    run_with_timeout(command, input, COMMAND_TIMEOUT)
+}
+
+#[test]
+fn etcdctl_3_4_works_against_a_flotilla_cluster() {
+    let etcdctl_binary = find_etcdctl();
+    let version = run_with_timeout(
+        {
+            let mut command = Command::new(&etcdctl_binary);
+            command.env("ETCDCTL_API", "3").arg("version");
+            command
+        },
+        "",
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        version
+            .expect_ok("etcdctl version")
+            .contains("API version: 3"),
+        "{version:?}"
+    );
+
+    let cluster = Cluster::start(3, 21700, &[]);
+    let all = cluster.endpoints(&[0, 1, 2]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = cluster.endpoints(&[(leader + 1) % 3]);
+    let run = |endpoints: &[String], arguments: &[&str]| {
+        etcdctl(&etcdctl_binary, endpoints, arguments, "")
+    };
+
+    // put and get, through a follower and through the whole list.
+    assert_eq!(
+        run(&follower, &["put", "foo", "bar"]).expect_ok("put"),
+        "OK\n"
+    );
+    assert_eq!(run(&all, &["put", "foo/a", "1"]).expect_ok("put"), "OK\n");
+    assert_eq!(run(&all, &["put", "foo/b", "2"]).expect_ok("put"), "OK\n");
+    assert_eq!(run(&all, &["get", "foo"]).expect_ok("get"), "foo\nbar\n");
+    assert_eq!(
+        run(&follower, &["get", "foo", "--prefix"]).expect_ok("get --prefix"),
+        "foo\nbar\nfoo/a\n1\nfoo/b\n2\n"
+    );
+    assert_eq!(
+        run(&all, &["get", "", "--prefix", "--keys-only"]).expect_ok("get every key"),
+        "foo\n\nfoo/a\n\nfoo/b\n\n"
+    );
+    assert_eq!(
+        run(&follower, &["get", "foo", "--consistency=s"]).expect_ok("serializable get"),
+        "foo\nbar\n"
+    );
+
+    // --rev reads the past.
+    let json = run(&all, &["get", "foo", "-w", "json"])
+        .expect_ok("get -w json")
+        .to_string();
+    let first_revision = json_number(&json, "mod_revision").expect("mod_revision in the JSON");
+    assert_eq!(run(&all, &["put", "foo", "baz"]).expect_ok("put"), "OK\n");
+    assert_eq!(
+        run(&all, &["get", "foo", &format!("--rev={first_revision}")]).expect_ok("get --rev"),
+        "foo\nbar\n"
+    );
+    assert_eq!(run(&all, &["get", "foo"]).expect_ok("get"), "foo\nbaz\n");
+
+    // txn from standard input: the success branch, then the failure branch.
+    let transaction = "value(\"foo\") = \"baz\"\n\nput result yes\nget foo/a\n\nput result no\n\n";
+    let succeeded = etcdctl(&etcdctl_binary, &follower, &["txn"], transaction);
+    assert_eq!(succeeded.expect_ok("txn"), "SUCCESS\n\nOK\n\nfoo/a\n1\n");
+    let transaction = "mod(\"foo\") < \"1\"\n\nput result yes\n\nput result no\n\n";
+    let failed = etcdctl(&etcdctl_binary, &all, &["txn"], transaction);
+    assert_eq!(failed.expect_ok("txn"), "FAILURE\n\nOK\n");
+    assert_eq!(
+        run(&all, &["get", "result"]).expect_ok("get"),
+        "result\nno\n"
+    );
+
+    // del: one key, then a prefix.
+    assert_eq!(run(&follower, &["del", "foo/a"]).expect_ok("del"), "1\n");
+    assert_eq!(
+        run(&all, &["del", "foo", "--prefix"]).expect_ok("del --prefix"),
+        "2\n"
+    );
+    assert_eq!(run(&all, &["get", "foo", "--prefix"]).expect_ok("get"), "");
+
+    // member list: every node, started, with its name and URLs.
+    let members = run(&follower, &["member", "list"])
+        .expect_ok("member list")
+        .to_string();
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for node in &cluster.nodes {
+        let expected = format!(
+            ", started, {}, {}, http://{}, false",
+            node.name,
+            node.peer_url(),
+            node.endpoint()
+        );
+        assert!(
+            members.lines().any(|line| line.ends_with(&expected)),
+            "no {expected:?} in {members}"
+        );
+    }
+
+    // endpoint status: one line per endpoint, one leader among them.
+    let status = run(&all, &["endpoint", "status"])
+        .expect_ok("endpoint status")
+        .to_string();
+    let lines: Vec<Vec<&str>> = status
+        .lines()
+        .map(|line| line.split(", ").collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "{status}");
+    for (fields, endpoint) in lines.iter().zip(&all) {
+        assert_eq!(fields[0], endpoint, "{status}");
+        assert_eq!(fields[2], "3.4.0", "{status}");
+        assert_eq!(fields[5], "false", "not a learner: {status}");
+    }
+    let leaders = lines.iter().filter(|fields| fields[4] == "true").count();
+    assert_eq!(leaders, 1, "{status}");
+    let health = run(&all, &["endpoint", "health"]);
+    assert!(health.success(), "{health:?}");
+    for endpoint in &all {
+        // etcdctl 3.4 reports health on standard error.
+        assert!(
+            health.stderr.contains(&format!("{endpoint} is healthy")),
+            "{health:?}"
+        );
+    }
+
+    // compaction: older revisions are gone, newer ones stay.
+    let json = run(&all, &["get", "result", "-w", "json"])
+        .expect_ok("get")
+        .to_string();
+    let revision = json_number(&json, "revision").expect("a header revision");
+    assert_eq!(
+        run(&all, &["compaction", &revision.to_string()]).expect_ok("compaction"),
+        format!("compacted revision {revision}\n")
+    );
+    let compacted = run(&all, &["get", "result", &format!("--rev={first_revision}")]);
+    assert!(!compacted.success(), "{compacted:?}");
+    assert!(
+        compacted
+            .stderr
+            .contains("etcdserver: mvcc: required revision has been compacted"),
+        "{compacted:?}"
+    );
+    assert_eq!(
+        run(&all, &["get", "result", &format!("--rev={revision}")]).expect_ok("get --rev"),
+        "result\nno\n"
+    );
+}
