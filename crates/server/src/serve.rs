@@ -269,11 +269,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     };
     let state_machine = Arc::new(KvStateMachine::new(Arc::clone(&store)));
     let handle = runtime::start(runtime_config, Arc::clone(&network), state_machine, inbound)?;
+    let transport_for_ids = Arc::clone(&network);
     let state = ServiceState::new(
         handle.clone(),
         Arc::clone(&store),
         token.clone(),
         args.max_request_bytes,
+        Box::new(move || transport_for_ids.cluster_id()),
     );
     let mut servers = Vec::new();
     let mut client_addresses = Vec::new();

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::mvcc::{MvccReader, MvccStore};
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -53,6 +54,8 @@ pub struct ServiceState {
     pub max_request_bytes: usize,
     /// Channels to the leader, by client URL, for forwarding.
     leader_channels: Mutex<HashMap<String, Channel>>,
+    /// The cluster id in force: a joining node learns it from its peers after it starts.
+    cluster_id: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl ServiceState {
@@ -62,6 +65,7 @@ impl ServiceState {
         store: Arc<Mutex<MvccStore>>,
         cluster_token: String,
         max_request_bytes: usize,
+        cluster_id: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Arc<ServiceState> {
         let reader = store.lock().expect("store lock").reader();
         Arc::new(ServiceState {
@@ -71,12 +75,13 @@ impl ServiceState {
             cluster_token,
             max_request_bytes,
             leader_channels: Mutex::new(HashMap::new()),
+            cluster_id,
         })
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
-            cluster_id: self.node.cluster_id(),
+            cluster_id: (self.cluster_id)(),
             member_id: self.node.id(),
             revision,
             raft_term: self.node.status().term,
@@ -115,10 +120,15 @@ impl ServiceState {
     /// `serve::publish_attributes`); a write that arrives in between waits for it, up to
     /// [`LEADER_URL_WAIT`], rather than failing with "no leader" while every node names one.
     async fn leader_client(&self, leader: u64) -> Result<KvClient<Channel>, Status> {
+        Ok(KvClient::new(self.leader_channel_waiting(leader).await?))
+    }
+
+    /// [`ServiceState::leader_channel`], waiting up to [`LEADER_URL_WAIT`] for the URL.
+    pub async fn leader_channel_waiting(&self, leader: u64) -> Result<Channel, Status> {
         let deadline = tokio::time::Instant::now() + LEADER_URL_WAIT;
         loop {
             match self.leader_channel(leader) {
-                Ok(channel) => return Ok(KvClient::new(channel)),
+                Ok(channel) => return Ok(channel),
                 Err(status) if tokio::time::Instant::now() >= deadline => return Err(status),
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
@@ -367,21 +377,17 @@ impl ClusterService {
         members
     }
 
-    fn not_leader(&self) -> Status {
-        match self.0.node.status().leader {
-            None => to_status(ServerError::NoLeader),
-            Some(_) => Status::unavailable(
-                "etcdserver: not leader: send membership changes to the leader's endpoint",
-            ),
-        }
-    }
-
-    fn require_leader(&self) -> Result<(), Status> {
+    /// None when this node leads; a client of the leader when another node does, so that
+    /// membership calls sent to any member work, as with etcd.
+    async fn leader_or_forward(&self) -> Result<Option<ClusterClient<Channel>>, Status> {
         let status = self.0.node.status();
-        if status.leader != Some(status.id) {
-            return Err(self.not_leader());
+        match status.leader {
+            None => Err(to_status(ServerError::NoLeader)),
+            Some(leader) if leader == status.id => Ok(None),
+            Some(leader) => Ok(Some(ClusterClient::new(
+                self.0.leader_channel_waiting(leader).await?,
+            ))),
         }
-        Ok(())
     }
 
     async fn record_member(&self, attributes: MemberAttributes) -> Result<(), Status> {
@@ -404,7 +410,9 @@ impl Cluster for ClusterService {
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         let request = request.into_inner();
-        self.require_leader()?;
+        if let Some(mut leader) = self.leader_or_forward().await? {
+            return leader.member_add(request).await.map_err(forwarding_error);
+        }
         if request.peer_ur_ls.is_empty() {
             return Err(Status::invalid_argument(
                 "etcdserver: peer URLs are not provided",
@@ -458,7 +466,12 @@ impl Cluster for ClusterService {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
-        self.require_leader()?;
+        if let Some(mut leader) = self.leader_or_forward().await? {
+            return leader
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map_err(forwarding_error);
+        }
         let Some(mut attributes) = self
             .0
             .members()
@@ -487,7 +500,12 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let request = request.into_inner();
-        self.require_leader()?;
+        if let Some(mut leader) = self.leader_or_forward().await? {
+            return leader
+                .member_update(request)
+                .await
+                .map_err(forwarding_error);
+        }
         let Some(mut attributes) = self
             .0
             .members()
@@ -526,7 +544,12 @@ impl Cluster for ClusterService {
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let id = request.into_inner().id;
-        self.require_leader()?;
+        if let Some(mut leader) = self.leader_or_forward().await? {
+            return leader
+                .member_promote(MemberPromoteRequest { id })
+                .await
+                .map_err(forwarding_error);
+        }
         let status = self.0.node.status();
         if !status.config.learners.contains(&id) {
             if status.config.all_nodes().contains(&id) {
