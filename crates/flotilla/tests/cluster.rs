@@ -594,3 +594,23 @@ fn serve_refuses_a_malformed_initial_cluster_with_a_clear_message() {
         );
     }
 }
+
+/// Past `--quota-backend-bytes`, puts and transactions are refused with etcd's error while
+/// reads and deletes still work. A quota of one byte is exceeded by the empty store itself.
+#[test]
+fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
+    let cluster = Cluster::start(1, 21800, &["--quota-backend-bytes", "1"]);
+    cluster.wait_for_leader(&[0]);
+    let endpoint = cluster.nodes[0].endpoint();
+    let run = client(&[endpoint.as_str()], &["put", "k", "v"]);
+    assert!(!run.success(), "a put past the quota succeeded: {run:?}");
+    assert_eq!(
+        run.stderr,
+        "Error: etcdserver: mvcc: database space exceeded\n"
+    );
+    let run = client_with_input(&[endpoint.as_str()], &["txn"], "\nput k v\n\n\n");
+    assert!(!run.success(), "a txn past the quota succeeded: {run:?}");
+    assert_eq!(get(&endpoint, "k", &[]), "");
+    let run = client(&[endpoint.as_str()], &["del", "k"]);
+    assert_eq!(run.expect_ok("a delete past the quota"), "0\n");
+}

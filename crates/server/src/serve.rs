@@ -275,6 +275,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         Arc::clone(&store),
         token.clone(),
         args.max_request_bytes,
+        args.quota_backend_bytes,
         Box::new(move || transport_for_ids.cluster_id()),
     );
     let mut servers = Vec::new();

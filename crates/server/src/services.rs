@@ -52,6 +52,8 @@ pub struct ServiceState {
     pub cluster_token: String,
     /// Largest request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Size of the store beyond which writes are refused.
+    pub quota_bytes: u64,
     /// Channels to the leader, by client URL, for forwarding.
     leader_channels: Mutex<HashMap<String, Channel>>,
     /// The cluster id in force: a joining node learns it from its peers after it starts.
@@ -65,6 +67,7 @@ impl ServiceState {
         store: Arc<Mutex<MvccStore>>,
         cluster_token: String,
         max_request_bytes: usize,
+        quota_bytes: u64,
         cluster_id: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Arc<ServiceState> {
         let reader = store.lock().expect("store lock").reader();
@@ -74,6 +77,7 @@ impl ServiceState {
             store,
             cluster_token,
             max_request_bytes,
+            quota_bytes,
             leader_channels: Mutex::new(HashMap::new()),
             cluster_id,
         })
@@ -208,6 +212,23 @@ fn check_size(state: &ServiceState, bytes: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// Refuses writes once the store has grown past `--quota-backend-bytes`, with etcd's error,
+/// so that a runaway client cannot fill the disk; deletes and compactions still go through.
+fn check_quota(state: &ServiceState) -> Result<(), Status> {
+    let size_bytes = state
+        .store
+        .lock()
+        .expect("store lock")
+        .db_size_bytes()
+        .unwrap_or(0);
+    if size_bytes > state.quota_bytes {
+        return Err(Status::resource_exhausted(
+            "etcdserver: mvcc: database space exceeded",
+        ));
+    }
+    Ok(())
+}
+
 /// The KV service.
 pub struct KvService(pub Arc<ServiceState>);
 
@@ -257,6 +278,7 @@ impl Kv for KvService {
         let request = request.into_inner();
         crate::mvcc::validate_put(&request).map_err(Status::from)?;
         check_size(&self.0, request.key.len() + request.value.len())?;
+        check_quota(&self.0)?;
         match self
             .write(internal_request::Request::Put(request.clone()))
             .await
@@ -306,6 +328,7 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
         check_size(&self.0, prost::Message::encoded_len(&request))?;
+        check_quota(&self.0)?;
         crate::mvcc::validate_txn(&request, crate::mvcc::MAX_TXN_OPERATIONS_DEFAULT)
             .map_err(Status::from)?;
         match self
