@@ -1,9 +1,11 @@
 //! Flotilla's deterministic cluster simulator and linearizability checker.
 //!
 //! [`run`] simulates a whole cluster from one `u64` seed: real [`raft::Node`]s driven through
-//! their Ready loop exactly as the server drives them, a simulated clock (ticks) and network
-//! (delays, loss, duplication, reordering, partitions), a nemesis that crashes, pauses and
-//! reconfigures nodes, and clients doing puts, gets and compare-and-swaps. Every step checks
+//! their Ready loop exactly as the server drives them, each persisting into the real WAL on its
+//! own simulated disk (`storage::DiskLog` over `storage::SimDisk`), a simulated clock (ticks)
+//! and network (delays, loss, duplication, reordering, partitions), a nemesis that crashes,
+//! pauses and reconfigures nodes, fails their fsyncs and damages their disks, and clients doing
+//! puts, gets and compare-and-swaps. Every step checks
 //! Raft's safety properties; the end checks linearizability, durability of acknowledged writes
 //! and liveness after the faults heal. The same seed and code always give the same run, and
 //! [`Outcome::trace_hash`] proves it.

@@ -22,10 +22,10 @@ use crate::rng::SimRng;
 pub(crate) const SNAPSHOT_LAG_ENTRIES: u64 = 5;
 
 /// A node's log storage: the one type the simulated [`raft::Node`]s are built over.
-#[derive(Debug)]
 ///
 /// Both variants are boxed: their sizes differ by hundreds of bytes, and each node moves its
 /// storage only when it starts.
+#[derive(Debug)]
 pub(crate) enum NodeStorage {
     Memory(Box<MemoryStorage>),
     Wal(Box<DiskLog<SimDisk>>),
