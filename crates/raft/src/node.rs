@@ -58,8 +58,9 @@ pub struct Ready {
     /// Linearizable reads released by the core.
     pub read_states: Vec<ReadState>,
     /// Whether step 1 needs an fdatasync: true when entries, a snapshot, the term or the vote
-    /// changed. A new commit index alone can be written lazily: it is learned again from the
-    /// leader after a crash.
+    /// changed, or when the committed entries include a membership change. Otherwise a new
+    /// commit index alone can be written lazily: it is learned again from the leader after a
+    /// crash.
     pub must_sync: bool,
 }
 
@@ -219,6 +220,8 @@ pub struct Node<S: LogStorage> {
     previous_soft_state: SoftState,
     handed_out: Option<HandedOut>,
     counters: Counters,
+    /// A TimeoutNow arrived while a committed membership change was unapplied.
+    transfer_campaign_pending: bool,
 }
 
 impl<S: LogStorage> Node<S> {
@@ -263,6 +266,7 @@ impl<S: LogStorage> Node<S> {
             previous_soft_state: soft_state,
             handed_out: None,
             counters: Counters::default(),
+            transfer_campaign_pending: false,
         };
         node.reset_election_timer();
         Ok(node)
@@ -435,8 +439,12 @@ impl<S: LogStorage> Node<S> {
                     progress.recent_active = id == self.id;
                 }
             }
-            // A transfer that has not finished within an election timeout is abandoned.
+            // A transfer that has not finished within an election timeout is abandoned; a
+            // leader that was removed tries again.
             self.transfer_target = None;
+            if !self.tracker.config.is_voter(self.id) {
+                self.hand_over_after_removal();
+            }
         }
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed_ticks = 0;
@@ -523,6 +531,7 @@ impl<S: LogStorage> Node<S> {
 
     /// State that does not survive a change of role or term.
     fn reset_role_state(&mut self) {
+        self.transfer_campaign_pending = false;
         self.reset_election_timer();
         self.tracker.reset_votes();
         self.transfer_target = None;
@@ -759,12 +768,14 @@ impl<S: LogStorage> Node<S> {
                     },
                 );
             }
-            MessageBody::VoteRequest { pre_vote: true, .. } => {
+            MessageBody::VoteRequest { pre_vote, .. } => {
+                // Refused with our term, so that the candidate catches up with it rather than
+                // campaigning on in a term nobody will vote in.
                 self.send(
                     message.from,
                     self.term,
                     MessageBody::VoteResponse {
-                        pre_vote: true,
+                        pre_vote,
                         granted: false,
                     },
                 );
@@ -859,8 +870,14 @@ impl<S: LogStorage> Node<S> {
                 self.handle_snapshot(from, snapshot);
             }
             MessageBody::TimeoutNow => {
-                // The leader asks us to take over: no pre-vote, since it steps aside.
-                self.campaign(Campaign::Transfer);
+                // The leader asks us to take over: no pre-vote, since it steps aside. If a
+                // committed membership change is still unapplied here (the leader's removal of
+                // itself, typically), campaign as soon as it is applied.
+                if self.has_unapplied_config_change() {
+                    self.transfer_campaign_pending = true;
+                } else {
+                    self.campaign(Campaign::Transfer);
+                }
             }
             MessageBody::ReadIndexResponse { context, index } => {
                 self.read_states.push(ReadState { index, context });
@@ -1049,7 +1066,11 @@ impl<S: LogStorage> Node<S> {
                 match progress.state {
                     ReplicationState::Probe => progress.become_replicate(),
                     ReplicationState::Snapshot => {
-                        if progress.match_index + 1 >= first_index {
+                        // The follower holds the snapshot (or more), or the log can feed it
+                        // again: either way, back to streaming entries.
+                        if progress.match_index + 1 >= first_index
+                            || progress.match_index >= progress.pending_snapshot_index
+                        {
                             progress.become_probe();
                             progress.become_replicate();
                         }
@@ -1337,6 +1358,30 @@ impl<S: LogStorage> Node<S> {
         Ok(())
     }
 
+    /// A leader that is no longer a voter starts a transfer to the voter whose log is longest;
+    /// retried at each election timeout until some voter takes over.
+    fn hand_over_after_removal(&mut self) {
+        let target = self
+            .tracker
+            .voter_ids()
+            .into_iter()
+            .filter(|&id| id != self.id)
+            .max_by_key(|id| {
+                self.tracker
+                    .progress
+                    .get(id)
+                    .map_or(0, |progress| progress.match_index)
+            });
+        let Some(target) = target else { return };
+        self.transfer_target = Some(target);
+        self.election_elapsed_ticks = 0;
+        if self.tracker.progress[&target].match_index == self.log.last_index() {
+            self.send(target, self.term, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(target, true);
+        }
+    }
+
     // ----- Reads ---------------------------------------------------------------------------
 
     /// Starts a linearizable read. Once the core knows the read is safe, a [`ReadState`] with
@@ -1503,17 +1548,21 @@ impl<S: LogStorage> Node<S> {
             .log
             .take_committed_entries(self.config.committed_bytes_per_ready_max);
         let entries = self.log.take_unstable_entries();
-        let must_sync = !entries.is_empty()
-            || snapshot.is_some()
-            || hard_state.term != self.previous_hard_state.term
-            || hard_state.vote != self.previous_hard_state.vote;
-        let config_changes = committed_entries
+        let config_changes: Vec<ConfigChange> = committed_entries
             .iter()
             .filter_map(|entry| match &entry.payload {
                 EntryPayload::ConfigChange(change) => Some(change.clone()),
                 _ => None,
             })
             .collect();
+        // A commit index that applies a membership change is synced too: if it were lost in a
+        // crash, the node could restart in the old configuration with nobody left to tell it
+        // otherwise (a removed leader, for one, may be gone).
+        let must_sync = !entries.is_empty()
+            || snapshot.is_some()
+            || hard_state.term != self.previous_hard_state.term
+            || hard_state.vote != self.previous_hard_state.vote
+            || !config_changes.is_empty();
         self.handed_out = Some(HandedOut {
             snapshot_index: snapshot.as_ref().map(|snapshot| snapshot.meta.index),
             last_entry_index: entries.last().map(|entry| entry.index),
@@ -1571,6 +1620,13 @@ impl<S: LogStorage> Node<S> {
             for change in &handed_out.config_changes {
                 self.apply_config_change(change);
             }
+            if self.transfer_campaign_pending
+                && self.role == Role::Follower
+                && !self.has_unapplied_config_change()
+            {
+                self.transfer_campaign_pending = false;
+                self.campaign(Campaign::Transfer);
+            }
         }
     }
 
@@ -1591,8 +1647,12 @@ impl<S: LogStorage> Node<S> {
             return;
         }
         if !self.tracker.config.is_voter(self.id) {
-            // Removed or demoted, and the change is committed: let the others elect.
-            self.become_follower(self.term, None);
+            // Removed or demoted. Stepping down at once could strand the change: the others
+            // may hold the entry without knowing it is committed, and this node, no longer a
+            // voter, would neither campaign nor vote for them. So it keeps leading without
+            // counting itself, and hands over to the most up-to-date voter.
+            self.hand_over_after_removal();
+            self.append_flush_pending = true;
             return;
         }
         if let Some(target) = self.transfer_target {

@@ -41,4 +41,5 @@ transcripts!(
     single_node,
     nine_nodes,
     bad_input,
+    leader_removal,
 );
