@@ -338,10 +338,18 @@ async fn publish_attributes(state: Arc<ServiceState>, attributes: MemberAttribut
 }
 
 /// Accepted connections as the stream tonic serves.
+///
+/// Each connection gets TCP_NODELAY: gRPC writes a response as several small writes, and with
+/// Nagle's algorithm the second waits for the client's delayed acknowledgement, about 40 ms.
 fn tokio_stream_listener(
     listener: tokio::net::TcpListener,
-) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
+) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Runs a node until Ctrl-C or SIGTERM.
