@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sim::{FaultSet, Outcome, SimConfig, StorageKind};
 
+mod bench;
 mod client;
 mod dev;
 mod wal;
@@ -40,6 +41,9 @@ enum Command {
     /// changing it.
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Load an etcd-compatible cluster and measure throughput and latency (etcd's benchmark
+    /// tool's workloads, over etcd's v3 API only).
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `flotilla sim`.
@@ -99,6 +103,10 @@ fn main() -> ExitCode {
         },
         Command::Sim(args) => run_sim(args),
         Command::Wal(command) => wal::run(command),
+        Command::Bench(args) => match tokio_runtime() {
+            Ok(runtime) => runtime.block_on(bench::run(args, cli.client)),
+            Err(code) => code,
+        },
     }
 }
 
