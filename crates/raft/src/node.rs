@@ -1014,12 +1014,7 @@ impl<S: LogStorage> Node<S> {
                     self.counters.malformed_messages += 1;
                     return;
                 }
-                let progress = self
-                    .tracker
-                    .progress
-                    .get_mut(&from)
-                    .expect("checked by step_leader");
-                progress.recent_active = true;
+                self.heard_from(from);
                 let next_probe_index = if hint_term > 0 {
                     self.log.find_conflict_by_term(hint_index, hint_term).0
                 } else {
@@ -1045,12 +1040,7 @@ impl<S: LogStorage> Node<S> {
                     return;
                 }
                 let first_index = self.log.first_index();
-                let progress = self
-                    .tracker
-                    .progress
-                    .get_mut(&from)
-                    .expect("checked by step_leader");
-                progress.recent_active = true;
+                let progress = self.heard_from(from);
                 let was_paused = progress.is_paused();
                 let equal_probe = progress.state == ReplicationState::Probe
                     && progress.match_index == match_index;
@@ -1092,25 +1082,33 @@ impl<S: LogStorage> Node<S> {
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
-        let last_index = self.log.last_index();
+    /// The progress of a node the leader just heard from, marked active for check-quorum.
+    fn heard_from(&mut self, from: NodeId) -> &mut crate::progress::Progress {
         let progress = self
             .tracker
             .progress
             .get_mut(&from)
             .expect("checked by step_leader");
         progress.recent_active = true;
+        progress
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        let last_index = self.log.last_index();
+        let round_is_known = read_round <= self.read_round;
+        let progress = self.heard_from(from);
         progress.probe_sent = false;
         if progress.state == ReplicationState::Replicate && progress.inflights.is_full() {
             // The window may be full of lost messages; let one more through.
             progress.inflights.free_first_one();
         }
-        if read_round > self.read_round {
-            self.counters.malformed_messages += 1;
-        } else {
+        if round_is_known {
             progress.read_round_acknowledged = progress.read_round_acknowledged.max(read_round);
         }
         let behind = progress.match_index < last_index;
+        if !round_is_known {
+            self.counters.malformed_messages += 1;
+        }
         if behind {
             self.send_append(from, true);
         }

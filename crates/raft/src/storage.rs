@@ -93,20 +93,7 @@ impl MemoryStorage {
     /// If the entries would leave a gap or overwrite compacted entries; the core never asks
     /// that.
     pub fn append(&mut self, entries: &[Entry]) {
-        let Some(first) = entries.first() else { return };
-        let offset = self.compacted.0 + 1;
-        assert!(
-            first.index >= offset,
-            "append at {} overwrites compacted entries",
-            first.index
-        );
-        assert!(
-            first.index <= self.last_index() + 1,
-            "append at {} leaves a gap",
-            first.index
-        );
-        self.entries.truncate((first.index - offset) as usize);
-        self.entries.extend_from_slice(entries);
+        self.append_owned(entries.to_vec());
     }
 
     /// Like [`MemoryStorage::append`], but takes the entries by value: moving a Ready's entries
