@@ -482,6 +482,16 @@ fn quorums_after(config: &ConfigState, change: &ConfigChange) -> Vec<Vec<NodeId>
     quorums
 }
 
+/// The driver's own planted bugs, named whether or not the feature that plants them is on.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+enum DriverBug {
+    AckBeforeCommit,
+    StaleLocalRead,
+    VoteNotPersisted,
+    SyncOnlyEntries,
+}
+
 #[cfg(feature = "planted-bugs")]
 fn has_bug(config: &SimConfig, bug: crate::config::PlantedBug) -> bool {
     config.planted_bug == Some(bug)
@@ -549,43 +559,19 @@ impl World {
         });
     }
 
-    fn bug_ack_before_commit(&self) -> bool {
+    /// True if the run plants `bug` in the driver (only with the `planted-bugs` feature).
+    #[allow(unused_variables)]
+    fn driver_bug(&self, bug: DriverBug) -> bool {
         #[cfg(feature = "planted-bugs")]
         {
-            has_bug(&self.config, crate::config::PlantedBug::AckBeforeCommit)
-        }
-        #[cfg(not(feature = "planted-bugs"))]
-        {
-            false
-        }
-    }
-
-    fn bug_stale_local_read(&self) -> bool {
-        #[cfg(feature = "planted-bugs")]
-        {
-            has_bug(&self.config, crate::config::PlantedBug::StaleLocalRead)
-        }
-        #[cfg(not(feature = "planted-bugs"))]
-        {
-            false
-        }
-    }
-
-    fn bug_vote_not_persisted(&self) -> bool {
-        #[cfg(feature = "planted-bugs")]
-        {
-            has_bug(&self.config, crate::config::PlantedBug::VoteNotPersisted)
-        }
-        #[cfg(not(feature = "planted-bugs"))]
-        {
-            false
-        }
-    }
-
-    fn bug_sync_only_entries(&self) -> bool {
-        #[cfg(feature = "planted-bugs")]
-        {
-            has_bug(&self.config, crate::config::PlantedBug::SyncOnlyEntries)
+            use crate::config::PlantedBug;
+            let planted = match bug {
+                DriverBug::AckBeforeCommit => PlantedBug::AckBeforeCommit,
+                DriverBug::StaleLocalRead => PlantedBug::StaleLocalRead,
+                DriverBug::VoteNotPersisted => PlantedBug::VoteNotPersisted,
+                DriverBug::SyncOnlyEntries => PlantedBug::SyncOnlyEntries,
+            };
+            has_bug(&self.config, planted)
         }
         #[cfg(not(feature = "planted-bugs"))]
         {
@@ -872,7 +858,10 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
         });
     }
     let mut hard_state_to_persist = ready.hard_state;
-    if let Some(hard_state) = ready.hard_state.filter(|_| world.bug_vote_not_persisted()) {
+    if let Some(hard_state) = ready
+        .hard_state
+        .filter(|_| world.driver_bug(DriverBug::VoteNotPersisted))
+    {
         // The planted bug: the hard state reaches the disk a little after the messages that
         // depend on it have left.
         sim_node.deferred_hard_states.push_back(hard_state);
@@ -896,7 +885,7 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
         .committed_entries
         .iter()
         .any(|entry| matches!(entry.payload, EntryPayload::ConfigChange(_)));
-    let must_sync = if world.bug_sync_only_entries() {
+    let must_sync = if world.driver_bug(DriverBug::SyncOnlyEntries) {
         !ready.entries.is_empty() || ready.snapshot.is_some()
     } else {
         ready.must_sync || commits_config_change
@@ -2595,7 +2584,7 @@ impl Simulation {
         let mut pending = client.pending.expect("pending");
         let is_read = matches!(pending.op, OpSummary::Get { .. });
         let target = match hinted {
-            Some(id) if !(is_read && self.world.bug_stale_local_read()) => Some(id),
+            Some(id) if !(is_read && self.world.driver_bug(DriverBug::StaleLocalRead)) => Some(id),
             _ if running.is_empty() => None,
             _ => Some(self.world.rng.pick(&running)),
         };
@@ -2640,7 +2629,7 @@ impl Simulation {
         let retry_soon = self.world.now + self.world.rng.range(TICK / 2, 2 * TICK);
         match pending.op {
             OpSummary::Get { key } => {
-                if self.world.bug_stale_local_read() {
+                if self.world.driver_bug(DriverBug::StaleLocalRead) {
                     let value = sim_node.kv.get(key);
                     self.world.complete(index, Response::Get(value));
                     return;
@@ -2721,7 +2710,7 @@ impl Simulation {
         let sim_node = self.nodes.get_mut(&target).expect("running");
         match sim_node.node().propose(command.encode()) {
             Ok(_) => {
-                if self.world.bug_ack_before_commit() {
+                if self.world.driver_bug(DriverBug::AckBeforeCommit) {
                     let response = match sim_node.kv.peek(&action) {
                         Answer::CompareAndSwap(swapped) => Response::CompareAndSwap(swapped),
                         _ => Response::Put,
