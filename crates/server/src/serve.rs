@@ -12,7 +12,9 @@ use storage::Bootstrap;
 use tokio::sync::mpsc;
 
 use crate::config::{InitialClusterState, ServeConfig, TICK_INTERVAL};
-use crate::mvcc::{ApplyOutcome, MvccError, MvccOptions, MvccStore, Response as MvccResponse};
+use crate::mvcc::{
+    ApplyOutcome, MvccError, MvccOptions, MvccReader, MvccStore, Response as MvccResponse,
+};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -32,18 +34,21 @@ const INITIAL_MEMBERS_METADATA: &str = "initial-members";
 /// The MVCC store as the runtime's state machine.
 pub struct KvStateMachine {
     store: Arc<Mutex<MvccStore>>,
+    /// For reads that need not wait for an apply holding the store's lock.
+    reader: MvccReader,
 }
 
 impl KvStateMachine {
     /// Wraps a store shared with the services.
     pub fn new(store: Arc<Mutex<MvccStore>>) -> KvStateMachine {
-        KvStateMachine { store }
+        let reader = store.lock().expect("store lock").reader();
+        KvStateMachine { store, reader }
     }
 }
 
 /// Every member: the initial ones recorded at founding, overridden by those applied through
 /// the log.
-pub fn all_members(store: &MvccStore) -> Vec<MemberAttributes> {
+pub fn all_members(store: &MvccReader) -> Vec<MemberAttributes> {
     let mut by_id: BTreeMap<NodeId, MemberAttributes> = BTreeMap::new();
     if let Ok(Some(encoded)) = store.metadata(INITIAL_MEMBERS_METADATA) {
         let mut buffer = &encoded[..];
@@ -136,7 +141,7 @@ impl StateMachine for KvStateMachine {
     }
 
     fn members(&self) -> Vec<MemberAttributes> {
-        all_members(&self.store.lock().expect("store lock"))
+        all_members(&self.reader)
     }
 }
 
@@ -270,9 +275,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     let state_machine = Arc::new(KvStateMachine::new(Arc::clone(&store)));
     let handle = runtime::start(runtime_config, Arc::clone(&network), state_machine, inbound)?;
     let transport_for_ids = Arc::clone(&network);
+    let reader = store.lock().expect("store lock").reader();
     let state = ServiceState::new(
         handle.clone(),
-        Arc::clone(&store),
+        reader,
         token.clone(),
         args.max_request_bytes,
         args.quota_backend_bytes,

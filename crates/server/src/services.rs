@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::mvcc::{MvccReader, MvccStore};
+use crate::mvcc::MvccReader;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_client::KvClient;
@@ -46,8 +46,6 @@ pub struct ServiceState {
     pub node: NodeHandle,
     /// Reads of the key-value store.
     pub reader: MvccReader,
-    /// The store itself, for members and sizes (the runtime applies through it too).
-    pub store: Arc<Mutex<MvccStore>>,
     /// The cluster token, to derive the ids of added members.
     pub cluster_token: String,
     /// Largest request accepted, in bytes.
@@ -64,17 +62,15 @@ impl ServiceState {
     /// Shared state for the services of one node.
     pub fn new(
         node: NodeHandle,
-        store: Arc<Mutex<MvccStore>>,
+        reader: MvccReader,
         cluster_token: String,
         max_request_bytes: usize,
         quota_bytes: u64,
         cluster_id: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Arc<ServiceState> {
-        let reader = store.lock().expect("store lock").reader();
         Arc::new(ServiceState {
             node,
             reader,
-            store,
             cluster_token,
             max_request_bytes,
             quota_bytes,
@@ -97,7 +93,7 @@ impl ServiceState {
     }
 
     fn members(&self) -> Vec<MemberAttributes> {
-        crate::serve::all_members(&self.store.lock().expect("store lock"))
+        crate::serve::all_members(&self.reader)
     }
 
     /// A channel to the leader, if it is another node whose client URL is known.
@@ -161,12 +157,7 @@ impl ServiceState {
     /// True once the log holds these attributes.
     pub fn is_published(&self, attributes: &MemberAttributes) -> bool {
         // The log's own records, not the initial members each node writes for itself.
-        let applied = self
-            .store
-            .lock()
-            .expect("store lock")
-            .members()
-            .unwrap_or_default();
+        let applied = self.reader.members().unwrap_or_default();
         applied.iter().any(|member| {
             member.id == attributes.id
                 && member.name == attributes.name
@@ -215,12 +206,9 @@ fn check_size(state: &ServiceState, bytes: usize) -> Result<(), Status> {
 /// Refuses writes once the store has grown past `--quota-backend-bytes`, with etcd's error,
 /// so that a runaway client cannot fill the disk; deletes and compactions still go through.
 fn check_quota(state: &ServiceState) -> Result<(), Status> {
-    let size_bytes = state
-        .store
-        .lock()
-        .expect("store lock")
-        .db_size_bytes()
-        .unwrap_or(0);
+    // Through the reader: the store's lock is held by the runtime while it applies, and a
+    // write request must not wait for that.
+    let size_bytes = state.reader.db_size_bytes().unwrap_or(0);
     if size_bytes > state.quota_bytes {
         return Err(Status::resource_exhausted(
             "etcdserver: mvcc: database space exceeded",
@@ -613,13 +601,7 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let status = self.0.node.status();
-        let database_size_bytes = self
-            .0
-            .store
-            .lock()
-            .expect("store lock")
-            .db_size_bytes()
-            .unwrap_or(0) as i64;
+        let database_size_bytes = self.0.reader.db_size_bytes().unwrap_or(0) as i64;
         Ok(Response::new(StatusResponse {
             header: Some(self.0.header(self.0.current_revision())),
             version: REPORTED_VERSION.to_string(),

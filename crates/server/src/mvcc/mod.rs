@@ -204,6 +204,7 @@ impl MvccStore {
     pub fn reader(&self) -> MvccReader {
         MvccReader {
             database: Arc::clone(&self.database),
+            path: self.path.clone(),
             max_response_bytes: self.options.max_response_bytes,
         }
     }
@@ -324,25 +325,13 @@ impl MvccStore {
 
     /// The committed metadata value of that name (staged values are not visible yet).
     pub fn metadata(&self, name: &str) -> Result<Option<Vec<u8>>, MvccError> {
-        let transaction = self.database.begin_read()?;
-        let table = transaction.open_table(METADATA)?;
-        Ok(table.get(name)?.map(|guard| guard.value().to_vec()))
+        self.reader().metadata(name)
     }
 
     /// Every member whose attributes were applied, by id, removed ones included (they carry
     /// `removed: true`).
     pub fn members(&self) -> Result<Vec<MemberAttributes>, MvccError> {
-        let transaction = self.database.begin_read()?;
-        let table = transaction.open_table(MEMBERS)?;
-        let mut members = Vec::new();
-        for entry in table.iter()? {
-            let (_, encoded) = entry?;
-            members.push(
-                MemberAttributes::decode(encoded.value())
-                    .map_err(|error| MvccError::Corrupt(format!("member record: {error}")))?,
-            );
-        }
-        Ok(members)
+        self.reader().members()
     }
 
     /// etcd's Range on the committed state; see [`MvccReader::range`].
@@ -368,9 +357,7 @@ impl MvccStore {
     /// The size of the database file. It does not shrink after compaction: redb reuses the
     /// freed pages.
     pub fn db_size_bytes(&self) -> Result<u64, MvccError> {
-        let metadata = std::fs::metadata(&self.path)
-            .map_err(|error| MvccError::Storage(Box::new(error.into())))?;
-        Ok(metadata.len())
+        self.reader().db_size_bytes()
     }
 
     fn counters(&self) -> Counters {
@@ -558,6 +545,7 @@ fn read_counters(state: &impl ReadableTable<&'static str, u64>) -> Result<Counte
 #[derive(Clone)]
 pub struct MvccReader {
     database: Arc<Database>,
+    path: PathBuf,
     max_response_bytes: usize,
 }
 
@@ -584,6 +572,35 @@ impl MvccReader {
             compacted_revision: counters.compacted_revision,
         };
         view.range(request, self.max_response_bytes)
+    }
+
+    /// The committed metadata value of that name.
+    pub fn metadata(&self, name: &str) -> Result<Option<Vec<u8>>, MvccError> {
+        let transaction = self.database.begin_read()?;
+        let table = transaction.open_table(METADATA)?;
+        Ok(table.get(name)?.map(|guard| guard.value().to_vec()))
+    }
+
+    /// Every member whose attributes were applied, by id, removed ones included.
+    pub fn members(&self) -> Result<Vec<MemberAttributes>, MvccError> {
+        let transaction = self.database.begin_read()?;
+        let table = transaction.open_table(MEMBERS)?;
+        let mut members = Vec::new();
+        for entry in table.iter()? {
+            let (_, encoded) = entry?;
+            members.push(
+                MemberAttributes::decode(encoded.value())
+                    .map_err(|error| MvccError::Corrupt(format!("member record: {error}")))?,
+            );
+        }
+        Ok(members)
+    }
+
+    /// The size of the store's file.
+    pub fn db_size_bytes(&self) -> Result<u64, MvccError> {
+        let metadata = std::fs::metadata(&self.path)
+            .map_err(|error| MvccError::Storage(Box::new(error.into())))?;
+        Ok(metadata.len())
     }
 
     /// The committed current revision.
