@@ -53,6 +53,42 @@ pub(crate) enum ConnectionError {
     InboundClosed,
 }
 
+/// Reads one frame of `kind` within `io_timeout` and decodes its body: each step of the
+/// handshakes and of a snapshot's transfer expects exactly one kind of frame.
+pub(crate) async fn read_expected<T: prost::Message + Default>(
+    stream: &mut (impl AsyncRead + Unpin),
+    kind: FrameKind,
+    io_timeout: Duration,
+    frame_bytes_max: u32,
+    what: &'static str,
+) -> Result<T, ConnectionError> {
+    let frame = tokio::time::timeout(io_timeout, read_frame(stream, frame_bytes_max))
+        .await
+        .map_err(|_| ConnectionError::Timeout { what })??
+        .ok_or(ConnectionError::Closed)?;
+    if frame.kind != kind {
+        return Err(ConnectionError::UnexpectedFrame { kind: frame.kind });
+    }
+    Ok(decode_body(frame.body)?)
+}
+
+/// Encodes `body` as one frame of `kind` and writes it within the I/O timeout.
+async fn write_frame(
+    shared: &Shared,
+    stream: &mut BufReader<TcpStream>,
+    kind: FrameKind,
+    body: &impl prost::Message,
+    what: &'static str,
+) -> Result<(), ConnectionError> {
+    let config = &shared.config;
+    let mut buffer = BytesMut::new();
+    encode_frame(kind, body, config.frame_bytes_max, &mut buffer)?;
+    tokio::time::timeout(config.io_timeout, stream.get_mut().write_all(&buffer))
+        .await
+        .map_err(|_| ConnectionError::Timeout { what })??;
+    Ok(())
+}
+
 impl ConnectionError {
     /// True if the peer sent something this protocol does not allow.
     fn is_malformed_input(&self) -> bool {
@@ -166,36 +202,27 @@ async fn accept_handshake(
     stream: &mut BufReader<TcpStream>,
 ) -> Result<pb::Handshake, ConnectionError> {
     let config = &shared.config;
-    let frame = tokio::time::timeout(
+    let handshake: pb::Handshake = read_expected(
+        stream,
+        FrameKind::Handshake,
         config.io_timeout,
-        read_frame(stream, config.frame_bytes_max),
+        config.frame_bytes_max,
+        "the handshake",
     )
-    .await
-    .map_err(|_| ConnectionError::Timeout {
-        what: "the handshake",
-    })??
-    .ok_or(ConnectionError::Closed)?;
-    if frame.kind != FrameKind::Handshake {
-        return Err(ConnectionError::UnexpectedFrame { kind: frame.kind });
-    }
-    let handshake: pb::Handshake = decode_body(frame.body)?;
+    .await?;
     let refusal = check_handshake(shared, &handshake);
     let reply = pb::HandshakeReply {
         accepted: refusal.is_none(),
         reason: refusal.clone().unwrap_or_default(),
     };
-    let mut buffer = BytesMut::new();
-    encode_frame(
+    write_frame(
+        shared,
+        stream,
         FrameKind::HandshakeReply,
         &reply,
-        config.frame_bytes_max,
-        &mut buffer,
-    )?;
-    tokio::time::timeout(config.io_timeout, stream.get_mut().write_all(&buffer))
-        .await
-        .map_err(|_| ConnectionError::Timeout {
-            what: "the handshake reply",
-        })??;
+        "the handshake reply",
+    )
+    .await?;
     match refusal {
         Some(reason) => Err(ConnectionError::HandshakeRefused { reason }),
         None => Ok(handshake),
@@ -345,19 +372,14 @@ async fn receive_snapshot(
     let config = &shared.config;
     let mut assembly: Option<Assembly> = None;
     loop {
-        let frame = tokio::time::timeout(
+        let chunk: pb::SnapshotChunk = read_expected(
+            stream,
+            FrameKind::SnapshotChunk,
             config.io_timeout,
-            read_frame(stream, config.frame_bytes_max),
+            config.frame_bytes_max,
+            "a snapshot chunk",
         )
-        .await
-        .map_err(|_| ConnectionError::Timeout {
-            what: "a snapshot chunk",
-        })??
-        .ok_or(ConnectionError::Closed)?;
-        if frame.kind != FrameKind::SnapshotChunk {
-            return Err(ConnectionError::UnexpectedFrame { kind: frame.kind });
-        }
-        let chunk: pb::SnapshotChunk = decode_body(frame.body)?;
+        .await?;
         let current = match (&mut assembly, chunk.message) {
             (None, Some(header)) => {
                 assembly.insert(start_assembly(shared, peer, header, chunk.data_bytes)?)
@@ -415,19 +437,14 @@ async fn receive_snapshot(
         .statistics(peer)
         .messages_received
         .fetch_add(1, Ordering::Relaxed);
-    let mut buffer = BytesMut::new();
-    encode_frame(
+    write_frame(
+        shared,
+        stream,
         FrameKind::SnapshotReceived,
         &pb::SnapshotReceived { index },
-        config.frame_bytes_max,
-        &mut buffer,
-    )?;
-    tokio::time::timeout(config.io_timeout, stream.get_mut().write_all(&buffer))
-        .await
-        .map_err(|_| ConnectionError::Timeout {
-            what: "the snapshot acknowledgement",
-        })??;
-    Ok(())
+        "the snapshot acknowledgement",
+    )
+    .await
 }
 
 fn snapshot_error(reason: String) -> ConnectionError {

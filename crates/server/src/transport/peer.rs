@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::frame::{decode_body, encode_frame, read_frame, FrameKind};
-use super::inbound::ConnectionError;
+use super::inbound::{read_expected, ConnectionError};
 use super::{Shared, PROTOCOL_VERSION};
 use crate::proto::raftpb as pb;
 
@@ -338,19 +338,14 @@ async fn send_snapshot(
             break;
         }
     }
-    let frame = tokio::time::timeout(
+    let received: pb::SnapshotReceived = read_expected(
+        &mut stream,
+        FrameKind::SnapshotReceived,
         config.io_timeout,
-        read_frame(&mut stream, config.frame_bytes_max),
+        config.frame_bytes_max,
+        "the snapshot's acknowledgement",
     )
-    .await
-    .map_err(|_| ConnectionError::Timeout {
-        what: "the snapshot's acknowledgement",
-    })??
-    .ok_or(ConnectionError::Closed)?;
-    if frame.kind != FrameKind::SnapshotReceived {
-        return Err(ConnectionError::UnexpectedFrame { kind: frame.kind });
-    }
-    let received: pb::SnapshotReceived = decode_body(frame.body)?;
+    .await?;
     if received.index != index {
         return Err(ConnectionError::Snapshot {
             reason: format!(
