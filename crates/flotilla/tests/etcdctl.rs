@@ -8,7 +8,9 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::{json_number, run_with_timeout, Cluster, Run, COMMAND_TIMEOUT};
+use std::time::Duration;
+
+use support::{json_number, run_with_timeout, wait_for, Cluster, Run, COMMAND_TIMEOUT};
 
 /// etcdctl: /usr/bin/etcdctl (where Debian installs it), else the first on PATH.
 fn find_etcdctl() -> PathBuf {
@@ -122,10 +124,27 @@ fn etcdctl_3_4_works_against_a_flotilla_cluster() {
     );
     assert_eq!(run(&all, &["get", "foo", "--prefix"]).expect_ok("get"), "");
 
-    // member list: every node, started, with its name and URLs.
-    let members = run(&follower, &["member", "list"])
-        .expect_ok("member list")
-        .to_string();
+    // member list: every node, started, with its name and URLs. Each member publishes its
+    // name and client URL through the log shortly after it starts (etcd lists it as unstarted
+    // until then), so wait for all three before checking the listing.
+    let members = wait_for(
+        "every member to publish its client URL",
+        Duration::from_secs(10),
+        || {
+            let members = run(&follower, &["member", "list"])
+                .expect_ok("member list")
+                .to_string();
+            let published = members
+                .lines()
+                .filter(|line| line.contains(", started, ") && !line.contains(", , "))
+                .count();
+            if published == cluster.nodes.len() {
+                Ok(members)
+            } else {
+                Err(members)
+            }
+        },
+    );
     assert_eq!(members.lines().count(), 3, "{members}");
     for node in &cluster.nodes {
         let expected = format!(
