@@ -2098,17 +2098,21 @@ impl Simulation {
         self.world.note("network faults end".into());
     }
 
-    fn transfer_leadership(&mut self) {
-        let Some(leader) = self.current_leader() else {
-            return;
-        };
-        let voters = self.nodes[&leader]
+    /// The applied configuration of a running node.
+    fn running_config(&self, id: NodeId) -> ConfigState {
+        self.nodes[&id]
             .node
             .as_ref()
             .expect("running")
             .config_state()
-            .voters
-            .clone();
+            .clone()
+    }
+
+    fn transfer_leadership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let voters = self.running_config(leader).voters;
         let others: Vec<NodeId> = voters.into_iter().filter(|&id| id != leader).collect();
         if others.is_empty() {
             return;
@@ -2127,12 +2131,7 @@ impl Simulation {
         let Some(leader) = self.current_leader() else {
             return;
         };
-        let config = self.nodes[&leader]
-            .node
-            .as_ref()
-            .expect("running")
-            .config_state()
-            .clone();
+        let config = self.running_config(leader);
         let founders = self.world.config.nodes;
         let change = if config.is_joint() {
             if config.auto_leave {
