@@ -56,7 +56,8 @@ pub struct ServeArgs {
     /// Applied entries between two snapshots of the state machine.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
-    /// Size limit of the key-value store; writes beyond it are refused.
+    /// Size limit of the key-value data (keys and values of every version kept); writes
+    /// that would pass it are refused.
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     pub quota_backend_bytes: u64,
     /// Largest client request accepted, in bytes.

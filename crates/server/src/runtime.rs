@@ -66,8 +66,11 @@ pub enum ServerError {
 pub type RequestOutcomes = Vec<(u64, Result<Applied, ServerError>)>;
 
 /// What the runtime needs of a state machine. Applied on the runtime's task; read from any.
+///
+/// The state machine need not be durable: at start the runtime restores it from the newest
+/// snapshot in the log's directory and then applies the committed log after that snapshot.
 pub trait StateMachine: Send + Sync + 'static {
-    /// The Raft index of the last entry applied (persisted with the state).
+    /// The Raft index of the last entry applied.
     fn applied_index(&self) -> u64;
     /// Applies committed entries in order, in one transaction: each a Raft index and the
     /// request it carries (None for entries without one, which only advance the applied
@@ -306,6 +309,15 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
         tracing::warn!("{report_text}");
     }
     let snapshot_index = raft::LogStorage::first_index(&disk_log) - 1;
+    // The state machine lives in memory: rebuild it from the newest snapshot, then (below)
+    // the core replays the committed log after it.
+    let snapshot = raft::LogStorage::snapshot(&disk_log)
+        .map_err(|error| format!("reading the newest snapshot: {error}"))?;
+    if snapshot.meta.index > state_machine.applied_index() {
+        state_machine
+            .restore(&snapshot.data)
+            .map_err(|error| format!("restoring snapshot {}: {error}", snapshot.meta.index))?;
+    }
     let mut raft_config = raft::Config::new(config.id);
     raft_config.heartbeat_ticks = config.heartbeat_ticks;
     raft_config.election_timeout_min_ticks = config.election_timeout_ticks;

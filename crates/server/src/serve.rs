@@ -36,13 +36,22 @@ pub struct KvStateMachine {
     store: Arc<Mutex<MvccStore>>,
     /// For reads that need not wait for an apply holding the store's lock.
     reader: MvccReader,
+    /// For a founding member: the initial members, encoded, that the founders' bootstrap
+    /// snapshot (which carries no image) stands for.
+    initial_members: Option<Vec<u8>>,
 }
 
 impl KvStateMachine {
-    /// Wraps a store shared with the services.
-    pub fn new(store: Arc<Mutex<MvccStore>>) -> KvStateMachine {
+    /// Wraps a store shared with the services. `initial_members` (encoded, length-delimited
+    /// `MemberAttributes`) is what a founding member's store holds when it starts from the
+    /// bootstrap snapshot; None for a member that joined a running cluster.
+    pub fn new(store: Arc<Mutex<MvccStore>>, initial_members: Option<Vec<u8>>) -> KvStateMachine {
         let reader = store.lock().expect("store lock").reader();
-        KvStateMachine { store, reader }
+        KvStateMachine {
+            store,
+            reader,
+            initial_members,
+        }
     }
 }
 
@@ -50,7 +59,7 @@ impl KvStateMachine {
 /// the log.
 pub fn all_members(store: &MvccReader) -> Vec<MemberAttributes> {
     let mut by_id: BTreeMap<NodeId, MemberAttributes> = BTreeMap::new();
-    if let Ok(Some(encoded)) = store.metadata(INITIAL_MEMBERS_METADATA) {
+    if let Some(encoded) = store.metadata(INITIAL_MEMBERS_METADATA) {
         let mut buffer = &encoded[..];
         while !buffer.is_empty() {
             match MemberAttributes::decode_length_delimited(&mut buffer) {
@@ -61,7 +70,7 @@ pub fn all_members(store: &MvccReader) -> Vec<MemberAttributes> {
             }
         }
     }
-    for member in store.members().unwrap_or_default() {
+    for member in store.members() {
         by_id.insert(member.id, member);
     }
     by_id.into_values().collect()
@@ -80,12 +89,7 @@ impl StateMachine for KvStateMachine {
             .into_iter()
             .map(|(index, request)| (index, request.unwrap_or_default()))
             .collect();
-        let results = self
-            .store
-            .lock()
-            .expect("store lock")
-            .apply_batch(&batch)
-            .map_err(|error| error.to_string())?;
+        let results = self.store.lock().expect("store lock").apply_batch(&batch);
         Ok(results
             .into_iter()
             .filter_map(|result| {
@@ -124,18 +128,21 @@ impl StateMachine for KvStateMachine {
         let mut store = self.store.lock().expect("store lock");
         if image.is_empty() {
             // The founders' bootstrap snapshot (index 1) carries no image: it stands for the
-            // empty store a founder starts with. A leader that has made no snapshot of its own
-            // sends it to a member joining with an empty data directory, whose store is that
-            // empty store already; the members' attributes arrive with the log after it.
+            // store a founder starts with, empty but for the initial members. A leader that has
+            // made no snapshot of its own sends it to a member joining with an empty data
+            // directory, whose store is empty; the members' attributes arrive with the log
+            // after it.
             if store.applied_index() > 1 {
                 return Err(format!(
                     "an empty snapshot image cannot replace a store applied up to {}",
                     store.applied_index()
                 ));
             }
-            return store
-                .record_applied_index(1)
-                .map_err(|error| error.to_string());
+            if let Some(encoded) = &self.initial_members {
+                store.set_metadata(INITIAL_MEMBERS_METADATA, encoded);
+            }
+            store.record_applied_index(1);
+            return Ok(());
         }
         store.restore(image).map_err(|error| error.to_string())
     }
@@ -190,8 +197,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     std::fs::create_dir_all(&member_directory)
         .map_err(|error| format!("creating {}: {error}", member_directory.display()))?;
     let existing = has_existing_data(&member_directory);
-    let store = MvccStore::open(member_directory.join("kv.redb"), MvccOptions::default())
-        .map_err(|error| format!("opening the key-value store: {error}"))?;
+    let store = MvccStore::new(MvccOptions::default());
     let token = &args.initial_cluster_token;
     let initial: Vec<MemberAttributes> = config
         .initial_members
@@ -219,20 +225,15 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         (_, InitialClusterState::Existing) => Bootstrap::Joiner,
     };
     let store = Arc::new(Mutex::new(store));
-    if !existing && args.initial_cluster_state == InitialClusterState::New {
+    let initial_members = (args.initial_cluster_state == InitialClusterState::New).then(|| {
         let mut encoded = Vec::new();
         for member in &initial {
             member
                 .encode_length_delimited(&mut encoded)
                 .expect("a Vec grows as needed");
         }
-        let mut store = store.lock().expect("store lock");
-        store.set_metadata(INITIAL_MEMBERS_METADATA, &encoded);
-        // Index 1 is the bootstrap snapshot's: the founding state.
-        store
-            .record_applied_index(1)
-            .map_err(|error| format!("recording the initial members: {error}"))?;
-    }
+        encoded
+    });
     let peer_address = resolve_address(&config.peer_listen_address).await?;
     let (inbound_sender, inbound) = mpsc::channel(65_536);
     // The cluster id derives from the founding members, which a member joining a running
@@ -272,7 +273,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         request_timeout: std::time::Duration::from_secs(5),
         request_queue_max: 65_536,
     };
-    let state_machine = Arc::new(KvStateMachine::new(Arc::clone(&store)));
+    let state_machine = Arc::new(KvStateMachine::new(Arc::clone(&store), initial_members));
     let handle = runtime::start(runtime_config, Arc::clone(&network), state_machine, inbound)?;
     let transport_for_ids = Arc::clone(&network);
     let reader = store.lock().expect("store lock").reader();

@@ -89,7 +89,7 @@ impl ServiceState {
     }
 
     fn current_revision(&self) -> i64 {
-        self.reader.current_revision().unwrap_or(0)
+        self.reader.current_revision()
     }
 
     fn members(&self) -> Vec<MemberAttributes> {
@@ -157,7 +157,7 @@ impl ServiceState {
     /// True once the log holds these attributes.
     pub fn is_published(&self, attributes: &MemberAttributes) -> bool {
         // The log's own records, not the initial members each node writes for itself.
-        let applied = self.reader.members().unwrap_or_default();
+        let applied = self.reader.members();
         applied.iter().any(|member| {
             member.id == attributes.id
                 && member.name == attributes.name
@@ -203,12 +203,14 @@ fn check_size(state: &ServiceState, bytes: usize) -> Result<(), Status> {
     Ok(())
 }
 
-/// Refuses writes once the store has grown past `--quota-backend-bytes`, with etcd's error,
-/// so that a runaway client cannot fill the disk; deletes and compactions still go through.
-fn check_quota(state: &ServiceState) -> Result<(), Status> {
+/// Refuses a write that would take the store past `--quota-backend-bytes`, with etcd's
+/// error, so that a runaway client cannot exhaust the node's memory and snapshots; deletes
+/// and compactions still go through. `cost_bytes` is what the write would add, as etcd
+/// counts a request's cost against its quota.
+fn check_quota(state: &ServiceState, cost_bytes: usize) -> Result<(), Status> {
     // Through the reader: the store's lock is held by the runtime while it applies, and a
     // write request must not wait for that.
-    let size_bytes = state.reader.db_size_bytes().unwrap_or(0);
+    let size_bytes = state.reader.size_bytes().saturating_add(cost_bytes as u64);
     if size_bytes > state.quota_bytes {
         return Err(Status::resource_exhausted(
             "etcdserver: mvcc: database space exceeded",
@@ -266,7 +268,7 @@ impl Kv for KvService {
         let request = request.into_inner();
         crate::mvcc::validate_put(&request).map_err(Status::from)?;
         check_size(&self.0, request.key.len() + request.value.len())?;
-        check_quota(&self.0)?;
+        check_quota(&self.0, request.key.len() + request.value.len())?;
         match self
             .write(internal_request::Request::Put(request.clone()))
             .await
@@ -316,7 +318,7 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
         check_size(&self.0, prost::Message::encoded_len(&request))?;
-        check_quota(&self.0)?;
+        check_quota(&self.0, prost::Message::encoded_len(&request))?;
         crate::mvcc::validate_txn(&request, crate::mvcc::MAX_TXN_OPERATIONS_DEFAULT)
             .map_err(Status::from)?;
         match self
@@ -601,7 +603,7 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let status = self.0.node.status();
-        let database_size_bytes = self.0.reader.db_size_bytes().unwrap_or(0) as i64;
+        let database_size_bytes = self.0.reader.size_bytes() as i64;
         Ok(Response::new(StatusResponse {
             header: Some(self.0.header(self.0.current_revision())),
             version: REPORTED_VERSION.to_string(),

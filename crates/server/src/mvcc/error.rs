@@ -6,8 +6,8 @@
 /// Why a request to the key-value store failed.
 ///
 /// The variants up to [`MvccError::RequestTooLarge`] are operating errors of one request: the
-/// store is left exactly as it was. [`MvccError::Storage`] and [`MvccError::Corrupt`] are
-/// failures of the store itself.
+/// store is left exactly as it was. [`MvccError::Corrupt`] is a failure of the store's data
+/// (a snapshot image that does not decode).
 #[derive(Debug, thiserror::Error)]
 pub enum MvccError {
     /// A read or a compaction asked for a revision that compaction has already removed.
@@ -40,11 +40,6 @@ pub enum MvccError {
     /// A request is larger than the server accepts.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
-    /// The database failed (I/O error, full disk, ...). Nothing of the failed call was
-    /// committed.
-    /// Boxed because redb's error is large and every `Result` here would carry its size.
-    #[error("etcdserver: storage error: {0}")]
-    Storage(Box<redb::Error>),
     /// Stored data or a snapshot image does not decode: a bug or disk corruption.
     #[error("etcdserver: corrupt store data: {0}")]
     Corrupt(String),
@@ -63,7 +58,6 @@ impl MvccError {
             | MvccError::DuplicateKey
             | MvccError::InvalidSortOption
             | MvccError::RequestTooLarge => tonic::Code::InvalidArgument,
-            MvccError::Storage(_) => tonic::Code::Internal,
             MvccError::Corrupt(_) => tonic::Code::DataLoss,
         }
     }
@@ -71,7 +65,7 @@ impl MvccError {
     /// True for failures of the store rather than of one request: the caller cannot answer
     /// the request and move on, because the store could not do its work.
     pub fn is_store_failure(&self) -> bool {
-        matches!(self, MvccError::Storage(_) | MvccError::Corrupt(_))
+        matches!(self, MvccError::Corrupt(_))
     }
 }
 
@@ -81,22 +75,3 @@ impl From<MvccError> for tonic::Status {
         tonic::Status::new(error.grpc_code(), error.to_string())
     }
 }
-
-// redb reports failures through several error types; they all convert into `redb::Error`.
-macro_rules! storage_error_from {
-    ($($source:ty),*) => {
-        $(impl From<$source> for MvccError {
-            fn from(error: $source) -> Self {
-                MvccError::Storage(Box::new(redb::Error::from(error)))
-            }
-        })*
-    };
-}
-storage_error_from!(
-    redb::Error,
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::DatabaseError
-);

@@ -1,15 +1,13 @@
-//! Reads: ranges and transaction compares, over either a read transaction's tables or the
-//! tables of the write transaction being applied (so that a range inside a transaction sees
-//! that transaction's earlier writes, as in etcd).
+//! Reads: ranges and transaction compares over the store's state, either as a reader sees it
+//! or inside the batch being applied (so that a range inside a transaction sees that
+//! transaction's earlier writes, as in etcd).
 
 use std::cmp::Ordering;
-use std::ops::Bound;
 
 use prost::Message;
-use redb::ReadableTable;
 
 use super::error::MvccError;
-use super::schema::{KeyRange, Revision, VersionRecord};
+use super::schema::{KeyRange, State, Version};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{Compare, RangeRequest, RangeResponse, ResponseHeader};
@@ -19,23 +17,29 @@ use crate::proto::mvccpb::KeyValue;
 /// of the repeated field in `RangeResponse`.
 const KEY_VALUE_FRAMING_BYTES: usize = 6;
 
-/// The store as of one transaction: its tables and its revision counters.
-pub(crate) struct View<'t, H, L> {
-    /// The `history` table.
-    pub history: &'t H,
-    /// The `live` table.
-    pub live: &'t L,
-    /// The newest revision visible here (inside a write transaction, including its writes).
+/// A key and the version of it a read found.
+pub(crate) type Found<'t> = (&'t [u8], &'t Version);
+
+/// The store as a read sees it: its state and its revision counters.
+pub(crate) struct View<'t> {
+    /// The state.
+    pub state: &'t State,
+    /// The newest revision visible here (inside a batch, including the entry's writes).
     pub current_revision: i64,
     /// Reads below this revision fail.
     pub compacted_revision: i64,
 }
 
-impl<H, L> View<'_, H, L>
-where
-    H: ReadableTable<(&'static [u8], i64, i64), &'static [u8]>,
-    L: ReadableTable<&'static [u8], (i64, i64)>,
-{
+impl<'t> View<'t> {
+    /// The state as a reader sees it, at its counters.
+    pub(crate) fn of(state: &'t State) -> Self {
+        View {
+            state,
+            current_revision: state.current_revision,
+            compacted_revision: state.compacted_revision,
+        }
+    }
+
     /// The revision a request reads at: its own, or the current one for `requested <= 0`.
     pub(crate) fn resolve_revision(&self, requested: i64) -> Result<i64, MvccError> {
         if requested <= 0 {
@@ -50,133 +54,25 @@ where
         Ok(requested)
     }
 
-    /// The keys in `range` that exist at `revision`, in key order, each with the revision
-    /// of its version then.
-    pub(crate) fn keys_at(
-        &self,
-        range: KeyRange<'_>,
-        revision: i64,
-    ) -> Result<Vec<(Vec<u8>, Revision)>, MvccError> {
+    /// The keys in `range` that exist at `revision`, in key order, each with its version
+    /// then.
+    pub(crate) fn keys_at(&self, range: KeyRange<'_>, revision: i64) -> Vec<Found<'t>> {
         if range.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        if revision == self.current_revision {
-            return self.live_keys(range);
-        }
-        if let KeyRange::Single(key) = range {
-            return Ok(self
-                .version_at(key, revision)?
-                .map(|found| (key.to_vec(), found))
-                .into_iter()
-                .collect());
-        }
-        self.keys_in_history(range, revision)
-    }
-
-    fn live_keys(&self, range: KeyRange<'_>) -> Result<Vec<(Vec<u8>, Revision)>, MvccError> {
-        let to_pair = |(main, sub): (i64, i64)| Revision { main, sub };
-        let iterator = match range {
-            KeyRange::Single(key) => {
-                let found = self
-                    .live
-                    .get(key)?
-                    .map(|guard| (key.to_vec(), to_pair(guard.value())));
-                return Ok(found.into_iter().collect());
+        let mut found = Vec::new();
+        for (key, versions) in self.state.keys.range::<[u8], _>(range.bounds()) {
+            if let Some(version) = version_at(versions, revision) {
+                found.push((key.as_slice(), version));
             }
-            KeyRange::From(start) => self.live.range::<&[u8]>(start..)?,
-            KeyRange::Between(start, end) => self.live.range::<&[u8]>(start..end)?,
-        };
-        let mut keys = Vec::new();
-        for entry in iterator {
-            let (key, revision) = entry?;
-            keys.push((key.value().to_vec(), to_pair(revision.value())));
         }
-        Ok(keys)
-    }
-
-    /// Walks the distinct keys of the history in `range`, seeking from one key to the next
-    /// rather than reading every version (Rationale: a hot key may have many versions).
-    fn keys_in_history(
-        &self,
-        range: KeyRange<'_>,
-        revision: i64,
-    ) -> Result<Vec<(Vec<u8>, Revision)>, MvccError> {
-        let (start, end): (&[u8], Option<&[u8]>) = match range {
-            KeyRange::Single(key) => (key, None),
-            KeyRange::From(start) => (start, None),
-            KeyRange::Between(start, end) => (start, Some(end)),
-        };
-        let upper: Bound<(&[u8], i64, i64)> = match end {
-            Some(end) => Bound::Excluded((end, i64::MIN, i64::MIN)),
-            None => Bound::Unbounded,
-        };
-        let mut keys = Vec::new();
-        let mut cursor: Vec<u8> = start.to_vec();
-        let mut cursor_included = true;
-        loop {
-            let lower = if cursor_included {
-                Bound::Included((cursor.as_slice(), i64::MIN, i64::MIN))
-            } else {
-                Bound::Excluded((cursor.as_slice(), i64::MAX, i64::MAX))
-            };
-            let next_key = match self.history.range((lower, upper))?.next() {
-                Some(entry) => entry?.0.value().0.to_vec(),
-                None => break,
-            };
-            if let Some(found) = self.version_at(&next_key, revision)? {
-                keys.push((next_key.clone(), found));
-            }
-            cursor = next_key;
-            cursor_included = false;
-        }
-        Ok(keys)
-    }
-
-    /// The revision of `key`'s version at `revision`, if the key existed then.
-    fn version_at(&self, key: &[u8], revision: i64) -> Result<Option<Revision>, MvccError> {
-        let newest = self
-            .history
-            .range((key, i64::MIN, i64::MIN)..=(key, revision, i64::MAX))?
-            .next_back();
-        let Some(entry) = newest else {
-            return Ok(None);
-        };
-        let (stored_key, record) = entry?;
-        if VersionRecord::encoded_is_tombstone(record.value())? {
-            return Ok(None);
-        }
-        let (_, main, sub) = stored_key.value();
-        Ok(Some(Revision { main, sub }))
-    }
-
-    /// The key-value stored for `key` at exactly `revision`.
-    pub(crate) fn load(&self, key: &[u8], revision: Revision) -> Result<KeyValue, MvccError> {
-        let Some(guard) = self.history.get((key, revision.main, revision.sub))? else {
-            return Err(MvccError::Corrupt(format!(
-                "index names revision {}.{} of a key that history lacks",
-                revision.main, revision.sub
-            )));
-        };
-        let record = VersionRecord::decode(guard.value())?;
-        Ok(KeyValue {
-            key: key.to_vec(),
-            create_revision: record.create_revision,
-            mod_revision: revision.main,
-            version: record.version,
-            value: record.value,
-            lease: record.lease,
-        })
+        found
     }
 
     /// The key's current key-value, if it exists.
-    pub(crate) fn current(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
-        match self.live.get(key)? {
-            Some(guard) => {
-                let (main, sub) = guard.value();
-                Ok(Some(self.load(key, Revision { main, sub })?))
-            }
-            None => Ok(None),
-        }
+    pub(crate) fn current(&self, key: &[u8]) -> Option<KeyValue> {
+        let versions = self.state.keys.get(key)?;
+        version_at(versions, self.current_revision).map(|version| key_value(key, version))
     }
 
     /// etcd's Range: the keys at the requested revision, filtered by the revision bounds,
@@ -193,7 +89,7 @@ where
         let sort_target =
             SortTarget::try_from(request.sort_target).map_err(|_| MvccError::InvalidSortOption)?;
         let revision = self.resolve_revision(request.revision)?;
-        let candidates = self.keys_at(KeyRange::new(&request.key, &request.range_end), revision)?;
+        let candidates = self.keys_at(KeyRange::new(&request.key, &request.range_end), revision);
         let count = i64::try_from(candidates.len()).expect("a key count fits in i64");
         let header = Some(ResponseHeader {
             revision: self.current_revision,
@@ -230,15 +126,15 @@ where
         };
         let more = if !filtered && sort_target == SortTarget::Key {
             // Key order without filters: load only the key-values that are returned.
-            let ordered: Box<dyn Iterator<Item = &(Vec<u8>, Revision)>> =
-                if sort_order == SortOrder::Descend {
-                    Box::new(candidates.iter().rev())
-                } else {
-                    Box::new(candidates.iter())
-                };
+            let ordered: Box<dyn Iterator<Item = &Found<'_>>> = if sort_order == SortOrder::Descend
+            {
+                Box::new(candidates.iter().rev())
+            } else {
+                Box::new(candidates.iter())
+            };
             let mut full = false;
             for (key, found) in ordered {
-                if !budget.admit(self.load(key, *found)?, request.keys_only) {
+                if !budget.admit(key_value(key, found), request.keys_only) {
                     full = true;
                     break;
                 }
@@ -247,7 +143,7 @@ where
         } else {
             let mut all = Vec::with_capacity(candidates.len());
             for (key, found) in &candidates {
-                let key_value = self.load(key, *found)?;
+                let key_value = key_value(key, found);
                 if passes_revision_filters(request, &key_value) {
                     all.push(key_value);
                 }
@@ -281,36 +177,56 @@ where
     /// etcd's compare: true if every key in the compare's range satisfies it. With no key in
     /// the range, a value compare fails (a missing value cannot be told from an empty one)
     /// and other targets compare against zero.
-    pub(crate) fn compare(&self, compare: &Compare) -> Result<bool, MvccError> {
+    pub(crate) fn compare(&self, compare: &Compare) -> bool {
         let (Ok(target), Ok(result)) = (
             CompareTarget::try_from(compare.target),
             CompareResult::try_from(compare.result),
         ) else {
             // An unknown target or result cannot hold.
-            return Ok(false);
+            return false;
         };
         let keys = self.keys_at(
             KeyRange::new(&compare.key, &compare.range_end),
             self.current_revision,
-        )?;
+        );
         if keys.is_empty() {
             if target == CompareTarget::Value {
-                return Ok(false);
+                return false;
             }
-            return Ok(compare_key_value(
+            return compare_key_value(
                 target,
                 result,
                 compare.target_union.as_ref(),
                 &KeyValue::default(),
-            ));
+            );
         }
         for (key, found) in &keys {
-            let key_value = self.load(key, *found)?;
+            let key_value = key_value(key, found);
             if !compare_key_value(target, result, compare.target_union.as_ref(), &key_value) {
-                return Ok(false);
+                return false;
             }
         }
-        Ok(true)
+        true
+    }
+}
+
+/// The newest version at or below `revision`, unless that is a tombstone (the key did not
+/// exist then). Versions are in increasing revision order.
+pub(crate) fn version_at(versions: &[Version], revision: i64) -> Option<&Version> {
+    let newer_from = versions.partition_point(|version| version.revision.main <= revision);
+    let version = versions[..newer_from].last()?;
+    (!version.is_tombstone()).then_some(version)
+}
+
+/// The key-value a client sees for one stored version.
+pub(crate) fn key_value(key: &[u8], version: &Version) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: version.record.create_revision,
+        mod_revision: version.revision.main,
+        version: version.record.version,
+        value: version.record.value.clone(),
+        lease: version.record.lease,
     }
 }
 

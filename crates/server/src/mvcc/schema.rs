@@ -1,43 +1,85 @@
-//! The redb tables and the encoding of one stored key version.
+//! The in-memory layout of the store and the encoding of one stored key version.
 //!
 //! Layout (Rationale: reads at the current revision, reads at a past revision and compaction
-//! each get a table ordered the way they walk it):
-//! - `history`: (key, main revision, sub revision) → [`VersionRecord`]. Every version of every
-//!   key until compaction, deletes as tombstones. Ordered by key, then revision, so a read at
-//!   revision R finds each key's newest version at or below R with one backwards seek.
-//! - `live`: key → (main, sub) revision of the key's current version; absent once deleted.
-//!   Reads at the current revision (the common case) and the write path walk this small table
-//!   instead of the history, and skip deleted keys without touching them.
-//! - `revisions`: (main, sub) → key. The order in which writes happened: compaction walks only
-//!   the writes since the previous compaction, and a watcher can catch up from a revision.
-//! - `state`: name → u64: current revision, compacted revision, applied Raft index.
-//! - `metadata`: name → opaque bytes the runtime stores (e.g. the Raft configuration).
-//! - `members`: member id → encoded `MemberAttributes`.
+//! each find what they need without walking everything):
+//! - `keys`: key → every version of it until compaction, oldest first, deletes as
+//!   tombstones. A read at the current revision looks at each key's newest version; a read at
+//!   revision R binary-searches the key's versions for the newest at or below R.
+//! - `revisions`: (main, sub) revision → key. The order in which writes happened: compaction
+//!   walks only the writes since the previous compaction, and a watcher can catch up from a
+//!   revision.
+//! - counters: current revision, compacted revision, applied Raft index.
+//! - `metadata`: name → opaque bytes the runtime stores (e.g. the initial members).
+//! - `members`: member id → `MemberAttributes`.
 
-use redb::TableDefinition;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use super::error::MvccError;
+use crate::proto::flotillapb::MemberAttributes;
 
-/// (key, main revision, sub revision) → encoded [`VersionRecord`].
-pub(crate) const HISTORY: TableDefinition<(&[u8], i64, i64), &[u8]> =
-    TableDefinition::new("history");
-/// key → (main, sub) revision of its live version.
-pub(crate) const LIVE: TableDefinition<&[u8], (i64, i64)> = TableDefinition::new("live");
-/// (main, sub) revision → key written at that revision.
-pub(crate) const REVISIONS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("revisions");
-/// The store's counters, see the `STATE_*` names.
-pub(crate) const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
-/// Opaque metadata blobs given by the runtime.
-pub(crate) const METADATA: TableDefinition<&str, &[u8]> = TableDefinition::new("metadata");
-/// Member id → protobuf-encoded `MemberAttributes`.
-pub(crate) const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
+/// The whole state of the store, guarded by the store's lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// Every key with any version, each with its versions in increasing revision order.
+    pub keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// Which key each revision wrote.
+    pub revisions: BTreeMap<Revision, Vec<u8>>,
+    /// Opaque values set by the runtime.
+    pub metadata: BTreeMap<String, Vec<u8>>,
+    /// Member attributes applied through the log.
+    pub members: BTreeMap<u64, MemberAttributes>,
+    /// The revision of the newest write.
+    pub current_revision: i64,
+    /// The revision of the last compaction (0 before any).
+    pub compacted_revision: i64,
+    /// The index of the last Raft entry applied.
+    pub applied_index: u64,
+    /// An estimate of the bytes the key-value data takes: keys, values and a fixed cost per
+    /// version. What the quota and the Status call report as the database size.
+    pub size_bytes: u64,
+}
 
-/// `state` row: the revision of the newest write.
-pub(crate) const STATE_CURRENT_REVISION: &str = "current_revision";
-/// `state` row: the revision of the last compaction (0 before any).
-pub(crate) const STATE_COMPACTED_REVISION: &str = "compacted_revision";
-/// `state` row: the index of the last Raft entry applied.
-pub(crate) const STATE_APPLIED_INDEX: &str = "applied_index";
+/// Bytes counted per stored version on top of its key and value: the revision, the record's
+/// fields, the entry in the revision index and the allocations' headers.
+pub(crate) const VERSION_OVERHEAD_BYTES: u64 = 96;
+
+impl State {
+    /// A fresh store: revision 1, nothing applied.
+    pub(crate) fn new() -> Self {
+        State {
+            keys: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            members: BTreeMap::new(),
+            current_revision: INITIAL_REVISION,
+            compacted_revision: 0,
+            applied_index: 0,
+            size_bytes: 0,
+        }
+    }
+
+    /// The bytes one version of `key` is counted as.
+    pub(crate) fn version_size_bytes(key: &[u8], record: &VersionRecord) -> u64 {
+        (key.len() + record.value.len()) as u64 + VERSION_OVERHEAD_BYTES
+    }
+}
+
+/// One stored version of a key and the revision that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    /// The revision of the write.
+    pub revision: Revision,
+    /// What it wrote.
+    pub record: VersionRecord,
+}
+
+impl Version {
+    /// True if this version records a deletion.
+    pub(crate) fn is_tombstone(&self) -> bool {
+        self.record.version == 0
+    }
+}
 
 /// The revision of a fresh store, as etcd's: the first write gets revision 2, so that clients
 /// that treat revision 0 or 1 specially behave as against etcd.
@@ -107,17 +149,6 @@ impl VersionRecord {
             value: bytes[RECORD_HEADER_BYTES..].to_vec(),
         })
     }
-
-    /// Reads only the tombstone mark of an encoded record.
-    pub(crate) fn encoded_is_tombstone(bytes: &[u8]) -> Result<bool, MvccError> {
-        if bytes.len() < RECORD_HEADER_BYTES {
-            return Err(MvccError::Corrupt(format!(
-                "version record of {} bytes",
-                bytes.len()
-            )));
-        }
-        Ok(read_i64(&bytes[8..16]) == 0)
-    }
 }
 
 fn read_i64(bytes: &[u8]) -> i64 {
@@ -160,5 +191,15 @@ impl<'a> KeyRange<'a> {
     /// True if no key can be in the range (an end at or before the start).
     pub(crate) fn is_empty(&self) -> bool {
         matches!(*self, KeyRange::Between(start, end) if end <= start)
+    }
+
+    /// The range as bounds of an ordered map of keys. Call only on a range that is not
+    /// empty (a map panics on a start after the end).
+    pub(crate) fn bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+        match *self {
+            KeyRange::Single(key) => (Bound::Included(key), Bound::Included(key)),
+            KeyRange::From(start) => (Bound::Included(start), Bound::Unbounded),
+            KeyRange::Between(start, end) => (Bound::Included(start), Bound::Excluded(end)),
+        }
     }
 }

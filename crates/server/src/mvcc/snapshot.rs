@@ -9,14 +9,12 @@
 //! history count u64,   each: key length u32, key, main i64, sub i64, length u32, record
 //! crc32c u32 of every byte before it
 //! ```
-//! History entries are in (key, main, sub) order; the `live` and `revisions` tables are
-//! derived from them on restore, so they are not sent.
+//! History entries are in (key, main, sub) order; the revision index is derived from them on
+//! restore, so it is not sent.
 //!
-//! Rationale for an own format rather than a copy of the redb file: the image carries only
-//! data (a redb file also carries free pages and tree slack); it does not depend on redb's
-//! file format, so nodes running different redb versions can exchange snapshots; and it is
-//! restored inside the open database in one write transaction, so readers holding the
-//! database never see a half-replaced file and nothing needs renaming under them.
+//! Rationale for a format of its own: the image carries only data, in an order that restores
+//! without sorting, and it does not depend on how the store lays its state out in memory, so
+//! nodes of different versions can exchange snapshots.
 
 use prost::Message;
 

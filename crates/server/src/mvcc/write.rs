@@ -1,19 +1,14 @@
-//! Writes: applying one log entry's request to the tables of the batch's write transaction.
+//! Writes: applying one log entry's request to the store's state.
 //!
 //! Every check that can reject a request runs before the request's first write (as etcd's
 //! applier checks a transaction's whole chosen path first), so a rejected request leaves the
-//! tables as they were although they are shared with the rest of the batch.
+//! state as it was although it is shared with the rest of the batch.
 
 use std::collections::BTreeSet;
 
-use prost::Message;
-use redb::{ReadableTable, Table, WriteTransaction};
-
 use super::error::MvccError;
 use super::read::View;
-use super::schema::{
-    KeyRange, Revision, VersionRecord, HISTORY, LIVE, MEMBERS, METADATA, REVISIONS, STATE,
-};
+use super::schema::{KeyRange, Revision, State, Version, VersionRecord};
 use super::validate::{validate_delete_range, validate_put, validate_txn};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response as ResponseKind;
@@ -25,64 +20,30 @@ use crate::proto::flotillapb::MemberAttributes;
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 
-/// The `history` table inside a write transaction.
-type HistoryTable<'txn> = Table<'txn, (&'static [u8], i64, i64), &'static [u8]>;
-/// The `live` table inside a write transaction.
-type LiveTable<'txn> = Table<'txn, &'static [u8], (i64, i64)>;
-
-/// The tables of one write transaction, opened once per batch.
-pub(crate) struct WriteTables<'txn> {
-    pub history: HistoryTable<'txn>,
-    pub live: LiveTable<'txn>,
-    pub revisions: Table<'txn, (i64, i64), &'static [u8]>,
-    pub state: Table<'txn, &'static str, u64>,
-    pub metadata: Table<'txn, &'static str, &'static [u8]>,
-    pub members: Table<'txn, u64, &'static [u8]>,
-}
-
-impl<'txn> WriteTables<'txn> {
-    /// Opens (creating if needed) every table.
-    pub(crate) fn open(transaction: &'txn WriteTransaction) -> Result<Self, MvccError> {
-        Ok(WriteTables {
-            history: transaction.open_table(HISTORY)?,
-            live: transaction.open_table(LIVE)?,
-            revisions: transaction.open_table(REVISIONS)?,
-            state: transaction.open_table(STATE)?,
-            metadata: transaction.open_table(METADATA)?,
-            members: transaction.open_table(MEMBERS)?,
-        })
-    }
-}
-
 /// Applies one entry's request. All its writes share the main revision one above the
 /// current; `next_sub` counts them.
-pub(crate) struct EntryWriter<'a, 'txn> {
-    tables: &'a mut WriteTables<'txn>,
+pub(crate) struct EntryWriter<'a> {
+    state: &'a mut State,
     /// The store's revision before this entry.
     current_revision: i64,
     /// The compacted revision, raised by a compaction in this entry.
     pub compacted_revision: i64,
     /// Writes made so far; the next write's sub revision.
     next_sub: i64,
-    /// True once any table changed, compaction included.
+    /// True once anything changed, compaction included.
     modified: bool,
     /// The changes made, in order, for watchers.
     pub events: Vec<Event>,
     max_response_bytes: usize,
 }
 
-impl<'a, 'txn> EntryWriter<'a, 'txn> {
-    /// A writer for one entry against the batch's tables and counters.
-    pub(crate) fn new(
-        tables: &'a mut WriteTables<'txn>,
-        current_revision: i64,
-        compacted_revision: i64,
-        max_response_bytes: usize,
-    ) -> Self {
+impl<'a> EntryWriter<'a> {
+    /// A writer for one entry against the state as the batch left it so far.
+    pub(crate) fn new(state: &'a mut State, max_response_bytes: usize) -> Self {
         EntryWriter {
-            tables,
-            current_revision,
-            compacted_revision,
+            current_revision: state.current_revision,
+            compacted_revision: state.compacted_revision,
+            state,
             next_sub: 0,
             modified: false,
             events: Vec::new(),
@@ -101,16 +62,15 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
         }
     }
 
-    /// True once any table changed: a request error after this point would leave a partial
+    /// True once anything changed: a request error after this point would leave a partial
     /// write behind.
     pub(crate) fn modified(&self) -> bool {
         self.modified
     }
 
-    fn view(&self) -> View<'_, HistoryTable<'txn>, LiveTable<'txn>> {
+    fn view(&self) -> View<'_> {
         View {
-            history: &self.tables.history,
-            live: &self.tables.live,
+            state: self.state,
             current_revision: self.working_revision(),
             compacted_revision: self.compacted_revision,
         }
@@ -125,7 +85,7 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
 
     pub(crate) fn put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
         validate_put(request)?;
-        let previous = self.view().current(&request.key)?;
+        let previous = self.view().current(&request.key);
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(MvccError::KeyNotFound);
         }
@@ -146,18 +106,15 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
                 _ => request.value.clone(),
             },
         };
-        let revision = self.write_version(&request.key, &record)?;
-        self.tables
-            .live
-            .insert(request.key.as_slice(), (revision.main, revision.sub))?;
         let key_value = KeyValue {
             key: request.key.clone(),
             create_revision,
-            mod_revision: revision.main,
+            mod_revision: main,
             version,
-            value: record.value,
+            value: record.value.clone(),
             lease: record.lease,
         };
+        self.write_version(&request.key, record);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(key_value),
@@ -174,18 +131,16 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
         request: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, MvccError> {
         validate_delete_range(request)?;
-        let doomed = {
+        let doomed: Vec<KeyValue> = {
             let view = self.view();
             let range = KeyRange::new(&request.key, &request.range_end);
-            let mut doomed = Vec::new();
-            for (key, revision) in view.keys_at(range, view.current_revision)? {
-                doomed.push(view.load(&key, revision)?);
-            }
-            doomed
+            view.keys_at(range, view.current_revision)
+                .into_iter()
+                .map(|(key, version)| super::read::key_value(key, version))
+                .collect()
         };
         for previous in &doomed {
-            let revision = self.write_version(&previous.key, &VersionRecord::tombstone())?;
-            self.tables.live.remove(previous.key.as_slice())?;
+            let revision = self.write_version(&previous.key, VersionRecord::tombstone());
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {
@@ -204,26 +159,30 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
     }
 
     /// Stores one version at the next sub revision.
-    fn write_version(&mut self, key: &[u8], record: &VersionRecord) -> Result<Revision, MvccError> {
+    fn write_version(&mut self, key: &[u8], record: VersionRecord) -> Revision {
         let revision = Revision {
             main: self.current_revision + 1,
             sub: self.next_sub,
         };
-        let replaced = self.tables.history.insert(
-            (key, revision.main, revision.sub),
-            record.encode().as_slice(),
-        )?;
-        assert!(replaced.is_none(), "each (key, revision) is written once");
-        drop(replaced);
-        let replaced = self
-            .tables
-            .revisions
-            .insert((revision.main, revision.sub), key)?;
+        self.state.size_bytes += State::version_size_bytes(key, &record);
+        let version = Version { revision, record };
+        match self.state.keys.get_mut(key) {
+            Some(versions) => {
+                assert!(
+                    versions.last().is_none_or(|last| last.revision < revision),
+                    "a key's versions are written in revision order"
+                );
+                versions.push(version);
+            }
+            None => {
+                self.state.keys.insert(key.to_vec(), vec![version]);
+            }
+        }
+        let replaced = self.state.revisions.insert(revision, key.to_vec());
         assert!(replaced.is_none(), "each revision is written once");
-        drop(replaced);
         self.next_sub += 1;
         self.modified = true;
-        Ok(revision)
+        revision
     }
 
     /// etcd's Txn. Every compare on the path the transaction will take, nested transactions'
@@ -248,7 +207,7 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
         let view = self.view();
         let mut succeeded = true;
         for compare in &request.compare {
-            if !view.compare(compare)? {
+            if !view.compare(compare) {
                 succeeded = false;
                 break;
             }
@@ -267,7 +226,7 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
                 Some(Request::RequestPut(put)) => {
                     // The duplicate-key check guarantees no earlier operation of this
                     // transaction writes this key, so the state before it is what counts.
-                    if (put.ignore_value || put.ignore_lease) && view.current(&put.key)?.is_none() {
+                    if (put.ignore_value || put.ignore_lease) && view.current(&put.key).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }
                 }
@@ -331,39 +290,43 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
         }
         // A key not written since the previous compaction already has at most one version
         // at or below it, a live one: only keys written since then need work.
-        let mut touched = BTreeSet::new();
-        for entry in self
-            .tables
+        let touched: BTreeSet<Vec<u8>> = self
+            .state
             .revisions
-            .range((self.compacted_revision + 1, i64::MIN)..=(revision, i64::MAX))?
-        {
-            touched.insert(entry?.1.value().to_vec());
-        }
+            .range(
+                Revision {
+                    main: self.compacted_revision + 1,
+                    sub: i64::MIN,
+                }..=Revision {
+                    main: revision,
+                    sub: i64::MAX,
+                },
+            )
+            .map(|(_, key)| key.clone())
+            .collect();
         for key in touched {
-            let mut versions = Vec::new();
-            for entry in self.tables.history.range(
-                (key.as_slice(), i64::MIN, i64::MIN)..=(key.as_slice(), revision, i64::MAX),
-            )? {
-                let (stored_key, record) = entry?;
-                let (_, main, sub) = stored_key.value();
-                versions.push((
-                    main,
-                    sub,
-                    VersionRecord::encoded_is_tombstone(record.value())?,
-                ));
-            }
-            let Some(&(_, _, newest_is_tombstone)) = versions.last() else {
+            let Some(versions) = self.state.keys.get_mut(&key) else {
                 continue;
             };
-            let removed = if newest_is_tombstone {
-                versions.len()
-            } else {
-                versions.len() - 1
+            let at_or_below = versions.partition_point(|version| version.revision.main <= revision);
+            let Some(newest) = versions[..at_or_below].last() else {
+                continue;
             };
-            for &(main, sub, _) in &versions[..removed] {
-                self.tables.history.remove((key.as_slice(), main, sub))?;
-                self.tables.revisions.remove((main, sub))?;
+            let removed = if newest.is_tombstone() {
+                at_or_below
+            } else {
+                at_or_below - 1
+            };
+            for version in versions.drain(..removed) {
+                self.state.revisions.remove(&version.revision);
+                self.state.size_bytes = self
+                    .state
+                    .size_bytes
+                    .saturating_sub(State::version_size_bytes(&key, &version.record));
                 self.modified = true;
+            }
+            if versions.is_empty() {
+                self.state.keys.remove(&key);
             }
         }
         self.compacted_revision = revision;
@@ -374,11 +337,8 @@ impl<'a, 'txn> EntryWriter<'a, 'txn> {
     }
 
     /// Records a member's attributes, replacing what was known of that member.
-    pub(crate) fn member(&mut self, member: &MemberAttributes) -> Result<(), MvccError> {
-        self.tables
-            .members
-            .insert(member.id, member.encode_to_vec().as_slice())?;
+    pub(crate) fn member(&mut self, member: &MemberAttributes) {
+        self.state.members.insert(member.id, member.clone());
         self.modified = true;
-        Ok(())
     }
 }

@@ -292,7 +292,7 @@ proptest! {
                         model.apply(write);
                         expected_revision = model.current_revision;
                     }
-                    let results = fixture.store.apply_batch(&entries).unwrap();
+                    let results = fixture.store.apply_batch(&entries);
                     prop_assert!(results.iter().all(|result| !matches!(result.outcome, ApplyOutcome::Skipped)));
                 }
                 Step::Read { key, end, back } => {
