@@ -42,8 +42,8 @@
 //!         if let Some(hard_state) = ready.hard_state {
 //!             node.storage_mut().set_hard_state(hard_state);
 //!         }
-//!         // 2. Only now send the messages (a single node has none).
-//!         assert!(ready.messages.is_empty());
+//!         // 2. Only now send the messages (a single node has none, early or not).
+//!         assert!(ready.messages.is_empty() && ready.early_messages.is_empty());
 //!         // 3. Apply committed entries in order, exactly once.
 //!         for entry in &ready.committed_entries {
 //!             if let EntryPayload::Normal(data) = &entry.payload {

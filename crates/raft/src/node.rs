@@ -40,6 +40,19 @@ pub struct SoftState {
 /// 5. Call [`Node::advance`]: only then does the core count the entries as persisted and the
 ///    committed entries as applied. Call nothing else on the node between [`Node::ready`] and
 ///    [`Node::advance`].
+///
+/// Two things MAY be done earlier, BEFORE step 1, so that this node's own disk write is not on
+/// the commit path (the Raft thesis, section 10.2.1, "write to its disk in parallel"):
+///
+/// - Send `early_messages`. They are a leader's replication messages (appends, heartbeats,
+///   snapshots, TimeoutNow) of a term that earlier Readys made durable, and they depend on
+///   nothing this Ready persists: a leader counts its own entries towards the commit index only
+///   once [`Node::advance`] says they are persisted, so a follower's acknowledgement never
+///   stands in for the leader's own write. If the node crashes before step 1, the followers
+///   may hold entries it lost; that is an uncommitted suffix like any other.
+/// - Apply the first `committed_entries_persisted` of `committed_entries`, in order: earlier
+///   Readys persisted them, so they do not wait for this Ready's write. Apply the rest after
+///   step 1 as usual.
 #[derive(Debug, Default)]
 #[must_use = "a Ready must be handled and followed by Node::advance"]
 pub struct Ready {
@@ -53,8 +66,13 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Messages to send once `entries`, `hard_state` and `snapshot` are persisted.
     pub messages: Vec<Message>,
+    /// Messages that may be sent at once, before anything is persisted (see above).
+    pub early_messages: Vec<Message>,
     /// Committed entries to apply, in order.
     pub committed_entries: Vec<Entry>,
+    /// How many of `committed_entries`, from the first, earlier Readys persisted: those may
+    /// be applied before this Ready is persisted (see above).
+    pub committed_entries_persisted: usize,
     /// Linearizable reads released by the core.
     pub read_states: Vec<ReadState>,
     /// Whether step 1 needs an fdatasync: true when entries, a snapshot, the term or the vote
@@ -1540,6 +1558,8 @@ impl<S: LogStorage> Node<S> {
         }
         let soft_state = self.soft_state();
         let hard_state = self.hard_state();
+        // Read before this Ready's entries are handed out: what earlier Readys persisted.
+        let persisted_index = self.log.persisted_index();
         let snapshot = self.log.take_unstable_snapshot();
         // Committed entries first: some may still be unstable, and those are moved out next.
         let committed_entries = self
@@ -1568,13 +1588,36 @@ impl<S: LogStorage> Node<S> {
             config_changes,
             committed_bytes: committed_entries.iter().map(Entry::size_bytes).sum(),
         });
+        let committed_entries_persisted = if snapshot.is_some() {
+            // The snapshot is installed at step 3, before any committed entry.
+            0
+        } else {
+            committed_entries
+                .iter()
+                .take_while(|entry| entry.index <= persisted_index)
+                .count()
+        };
+        // A leader's messages may leave before this Ready is persisted only if their term
+        // was durable already: a term first reached in this Ready (a lone voter that just won
+        // an election, with learners to feed) could be lost in a crash and then be won a
+        // second time with another log.
+        let mut messages = std::mem::take(&mut self.messages);
+        let mut early_messages = Vec::new();
+        if hard_state.term == self.previous_hard_state.term
+            && messages.iter().any(is_replication_message)
+        {
+            let all = std::mem::take(&mut messages);
+            (early_messages, messages) = all.into_iter().partition(is_replication_message);
+        }
         let ready = Ready {
             soft_state: (soft_state != self.previous_soft_state).then_some(soft_state),
             hard_state: (hard_state != self.previous_hard_state).then_some(hard_state),
             snapshot,
             entries,
-            messages: std::mem::take(&mut self.messages),
+            messages,
+            early_messages,
             committed_entries,
+            committed_entries_persisted,
             read_states: std::mem::take(&mut self.read_states),
             must_sync,
         };
@@ -1675,4 +1718,16 @@ impl<S: LogStorage> Node<S> {
             self.pending_config_index = index;
         }
     }
+}
+
+/// True for the messages only a leader sends to replicate its log and keep its lead; see
+/// [`Ready::early_messages`].
+fn is_replication_message(message: &Message) -> bool {
+    matches!(
+        message.body,
+        MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::TimeoutNow
+    )
 }

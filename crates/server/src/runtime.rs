@@ -1,16 +1,16 @@
 //! The node runtime: one task per node that drives the Raft core.
 //!
 //! The loop ticks the core, steps peer messages and client requests, and handles each `Ready`
-//! exactly as its contract says: persist through the WAL (one write and one fdatasync for all
-//! the entries and hard state of the Ready — group commit: whatever queued up while the
-//! previous fdatasync ran goes down together), then send, then apply committed entries to the
-//! state machine (one state-machine transaction per Ready), then answer waiting clients and
-//! release reads, then advance.
+//! exactly as its contract says: send the leader's replication messages and apply the
+//! committed entries already persisted (both allowed before persisting), persist through the
+//! WAL (one write and one fdatasync for all the entries and hard state of the Ready — group
+//! commit: whatever queued up while the previous fdatasync ran goes down together), then send
+//! the rest, then apply the remaining committed entries to the state machine (one batch per
+//! step), then answer waiting clients and release reads, then advance.
 //!
-//! Rationale for one loop that does its disk work inline (on a blocking-friendly thread)
-//! rather than writing in parallel with sending: the Ready contract orders persistence before
-//! sending, and batching across Readys already gives group commit; the leader's own disk
-//! write is the commit's critical path either way.
+//! Rationale for one loop that does its disk work inline (on a blocking-friendly thread): the
+//! leader's appends are already on their way while it writes, so the followers' writes and its
+//! own overlap, and batching across Readys gives group commit.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -282,6 +282,27 @@ struct Runtime<N: PeerNetwork, M: StateMachine> {
     known_peers: BTreeMap<NodeId, String>,
 }
 
+/// What applying some committed entries changed, for the rest of the Ready's handling.
+#[derive(Default)]
+struct AppliedEntries {
+    /// The index of the last entry applied.
+    last_index: Option<u64>,
+    /// Indexes of the membership changes among them, to answer once the core applied them.
+    config_change_indexes: Vec<u64>,
+    /// True if the members or their addresses may have changed.
+    members_changed: bool,
+}
+
+impl AppliedEntries {
+    /// Adds what a later batch changed.
+    fn merge(&mut self, later: AppliedEntries) {
+        self.last_index = later.last_index.or(self.last_index);
+        self.config_change_indexes
+            .extend(later.config_change_indexes);
+        self.members_changed |= later.members_changed;
+    }
+}
+
 /// Bound on proposals and reads a node tracks; beyond it new ones are refused.
 const WAITERS_MAX: usize = 100_000;
 
@@ -496,6 +517,14 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
     fn handle_readies(&mut self) -> Result<(), String> {
         while self.node.has_ready() {
             let mut ready = self.node.ready();
+            // 0. What the contract allows before persisting: the leader's replication messages
+            // leave now, so the followers write in parallel with this node, and entries that
+            // earlier Readys persisted are applied (and their clients answered) without
+            // waiting for this Ready's fdatasync.
+            self.network.send(std::mem::take(&mut ready.early_messages));
+            let mut committed = std::mem::take(&mut ready.committed_entries);
+            let committed_later = committed.split_off(ready.committed_entries_persisted);
+            let mut applied = self.apply(committed)?;
             // 1. Persist: one write and one fdatasync for the whole Ready.
             let entries = std::mem::take(&mut ready.entries);
             let snapshot = ready.snapshot.take();
@@ -524,56 +553,19 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
             })?;
             // 2. Send.
             self.network.send(std::mem::take(&mut ready.messages));
-            // 3. Apply.
+            // 3. Apply: the snapshot, then the rest of the committed entries.
             if let Some(snapshot) = &snapshot {
                 let state_machine = Arc::clone(&self.state_machine);
                 tokio::task::block_in_place(|| state_machine.restore(&snapshot.data))
                     .map_err(|error| format!("restoring a snapshot: {error}"))?;
                 self.snapshot_index = snapshot.meta.index;
+                applied.members_changed = true;
             }
-            let committed = std::mem::take(&mut ready.committed_entries);
-            let last_applied = committed.last().map(|entry| entry.index);
-            let mut config_change_indexes = Vec::new();
-            let mut batch = Vec::with_capacity(committed.len());
-            let mut members_changed = snapshot.is_some();
-            for entry in committed {
-                match entry.payload {
-                    EntryPayload::Normal(data) => match InternalRequest::decode(data) {
-                        Ok(request) => {
-                            members_changed |= matches!(
-                                request.request,
-                                Some(internal_request::Request::Member(_))
-                            );
-                            batch.push((entry.index, Some(request)));
-                        }
-                        Err(error) => {
-                            // Every node decodes the same bytes alike, so every node skips it.
-                            tracing::error!("entry {} does not decode: {error}", entry.index);
-                            batch.push((entry.index, None));
-                        }
-                    },
-                    EntryPayload::ConfigChange(_) => {
-                        config_change_indexes.push(entry.index);
-                        members_changed = true;
-                        batch.push((entry.index, None));
-                    }
-                    EntryPayload::Empty => batch.push((entry.index, None)),
-                }
-            }
-            if !batch.is_empty() {
-                let state_machine = Arc::clone(&self.state_machine);
-                let outcomes = tokio::task::block_in_place(|| state_machine.apply(batch))
-                    .map_err(|error| format!("applying entries: {error}"))?;
-                for (id, outcome) in outcomes {
-                    if let Some(waiter) = self.proposals.remove(&id) {
-                        let _ = waiter.reply.send(outcome);
-                    }
-                }
-            }
+            applied.merge(self.apply(committed_later)?);
             let read_states = std::mem::take(&mut ready.read_states);
             // 5. Advance: the core applies membership changes now.
             self.node.advance();
-            for index in config_change_indexes {
+            for index in applied.config_change_indexes {
                 if let Some(waiter) = self.config_changes.remove(&index) {
                     let _ = waiter.reply.send(Ok(self.node.config_state().clone()));
                 }
@@ -585,14 +577,57 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
                 }
             }
             self.release_reads();
-            if members_changed {
+            if applied.members_changed {
                 self.update_peers();
             }
-            if let Some(applied) = last_applied {
-                self.maybe_snapshot(applied)?;
+            if let Some(index) = applied.last_index {
+                self.maybe_snapshot(index)?;
             }
         }
         Ok(())
+    }
+
+    /// Applies committed entries in one state machine batch and answers their proposers.
+    fn apply(&mut self, committed: Vec<raft::Entry>) -> Result<AppliedEntries, String> {
+        let mut applied = AppliedEntries {
+            last_index: committed.last().map(|entry| entry.index),
+            ..AppliedEntries::default()
+        };
+        let mut batch = Vec::with_capacity(committed.len());
+        for entry in committed {
+            match entry.payload {
+                EntryPayload::Normal(data) => match InternalRequest::decode(data) {
+                    Ok(request) => {
+                        applied.members_changed |=
+                            matches!(request.request, Some(internal_request::Request::Member(_)));
+                        batch.push((entry.index, Some(request)));
+                    }
+                    Err(error) => {
+                        // Every node decodes the same bytes alike, so every node skips it.
+                        tracing::error!("entry {} does not decode: {error}", entry.index);
+                        batch.push((entry.index, None));
+                    }
+                },
+                EntryPayload::ConfigChange(_) => {
+                    applied.config_change_indexes.push(entry.index);
+                    applied.members_changed = true;
+                    batch.push((entry.index, None));
+                }
+                EntryPayload::Empty => batch.push((entry.index, None)),
+            }
+        }
+        if !batch.is_empty() {
+            let outcomes = self
+                .state_machine
+                .apply(batch)
+                .map_err(|error| format!("applying entries: {error}"))?;
+            for (id, outcome) in outcomes {
+                if let Some(waiter) = self.proposals.remove(&id) {
+                    let _ = waiter.reply.send(outcome);
+                }
+            }
+        }
+        Ok(applied)
     }
 
     fn release_reads(&mut self) {

@@ -842,6 +842,19 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
         }
     }
 
+    // Before step 1, as the server does: a leader's replication messages leave at once, and
+    // the committed entries that earlier Readys persisted are applied (the Ready contract
+    // allows both). A storage failure at step 1 then stops a node that has already sent them.
+    for message in ready.early_messages {
+        world.send(message, incarnation);
+    }
+    let mut committed_entries = ready.committed_entries;
+    let later_entries = committed_entries.split_off(ready.committed_entries_persisted);
+    let mut config_applied = None;
+    if !apply_entries(sim_node, world, &committed_entries, &mut config_applied) {
+        return ReadyOutcome::Handled { config_applied };
+    }
+
     // 1. Persist: snapshot, entries, hard state, with one write (and one fsync if needed).
     // The hard state's checks come after it, as they read the log's terms through the core.
     let node = sim_node.node.as_mut().expect("running");
@@ -881,9 +894,9 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
     // made a node the last voter, with the leader that removed itself already shut down, and
     // no one is left to tell it again: the cluster is stuck in the old configuration
     // (docs/TESTING.md, "The commit index and membership").
-    let commits_config_change = ready
-        .committed_entries
+    let commits_config_change = committed_entries
         .iter()
+        .chain(&later_entries)
         .any(|entry| matches!(entry.payload, EntryPayload::ConfigChange(_)));
     let must_sync = if world.driver_bug(DriverBug::SyncOnlyEntries) {
         !ready.entries.is_empty() || ready.snapshot.is_some()
@@ -992,9 +1005,36 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
             .check_state(now, id, index, sim_node.kv.state_hash());
         world.check(result);
     }
-    let mut config_applied = None;
+    if !apply_entries(sim_node, world, &later_entries, &mut config_applied) {
+        return ReadyOutcome::Handled { config_applied };
+    }
+
+    // 4. Reads: serve each once the applied index reaches its read index.
+    for read in ready.read_states {
+        if let Some(client) = sim_node.pending_reads.remove(&read.context) {
+            sim_node
+                .released_reads
+                .push((read.index, read.context, client));
+        }
+    }
+    serve_released_reads(sim_node, world);
+    ReadyOutcome::Handled { config_applied }
+}
+
+/// Applies committed entries in order, checking that each comes exactly once and in order,
+/// and records the index of a membership change among them in `config_applied`. False if the
+/// check failed (the run is over).
+fn apply_entries(
+    sim_node: &mut SimNode,
+    world: &mut World,
+    entries: &[raft::Entry],
+    config_applied: &mut Option<u64>,
+) -> bool {
+    let id = sim_node.id;
+    let now = world.now;
+    let incarnation = sim_node.incarnation;
     let node_term = sim_node.node.as_ref().expect("running").term();
-    for entry in &ready.committed_entries {
+    for entry in entries {
         if entry.index != sim_node.applied + 1 {
             world.fail_now(
                 "entries are applied in order, exactly once",
@@ -1003,18 +1043,18 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
                     entry.index, sim_node.applied
                 ),
             );
-            return ReadyOutcome::Handled { config_applied };
+            return false;
         }
         let mut applied_write = None;
         match &entry.payload {
             EntryPayload::Normal(data) => {
-                if let Some(command) = Command::decode(data) {
+                if let Some(command) = Command::decode(data.as_ref()) {
                     if let Some(answer) = sim_node.kv.apply(&command) {
                         applied_write = Some((command, answer));
                     }
                 }
             }
-            EntryPayload::ConfigChange(_) => config_applied = Some(entry.index),
+            EntryPayload::ConfigChange(_) => *config_applied = Some(entry.index),
             EntryPayload::Empty => {}
         }
         sim_node.applied = entry.index;
@@ -1031,17 +1071,7 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
             world.on_write_applied(id, incarnation, &command, answer);
         }
     }
-
-    // 4. Reads: serve each once the applied index reaches its read index.
-    for read in ready.read_states {
-        if let Some(client) = sim_node.pending_reads.remove(&read.context) {
-            sim_node
-                .released_reads
-                .push((read.index, read.context, client));
-        }
-    }
-    serve_released_reads(sim_node, world);
-    ReadyOutcome::Handled { config_applied }
+    true
 }
 
 /// A write or fsync failed: the node must stop (FORMAT.md: after a failed fsync nothing written

@@ -72,6 +72,8 @@ impl Cluster {
             while node.has_ready() {
                 progress = true;
                 let mut ready = node.ready();
+                self.in_flight
+                    .extend(std::mem::take(&mut ready.early_messages));
                 if let Some(snapshot) = &ready.snapshot {
                     node.storage_mut().apply_snapshot(snapshot.clone());
                 }

@@ -287,6 +287,8 @@ impl Cluster {
                 )
                 .unwrap();
             }
+            // Messages that need nothing persisted leave first.
+            self.queue.extend(ready.early_messages);
             // 1. Persist.
             if let Some(snapshot) = &ready.snapshot {
                 node.storage_mut().apply_snapshot(snapshot.clone());
