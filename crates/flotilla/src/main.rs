@@ -128,6 +128,7 @@ fn run_serve(args: server::config::ServeArgs) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    use_one_malloc_arena();
     let config = match args.resolve() {
         Ok(config) => config,
         Err(error) => {
@@ -346,4 +347,23 @@ fn batch(args: &SimArgs) -> ExitCode {
     }
     report_failure(args, first, args.nodes_for(first.seed));
     ExitCode::FAILURE
+}
+
+/// Makes glibc's malloc serve every thread from one arena. Called before any thread starts.
+///
+/// Rationale, measured (docs/PERFORMANCE.md): the key-value store's versions are allocated on
+/// the runtime's threads and freed (by compaction, or as replaced log entries) on others; with
+/// an arena per thread the freed memory is not reused across them, and a 3-node cluster held
+/// 890 MiB after 550,000 puts against 792 MiB with one arena, at no measurable CPU cost (small
+/// allocations come from each thread's cache without the arena's lock).
+fn use_one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets a malloc parameter; it is called before other threads
+        // exist, as glibc asks.
+        let changed = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        if changed == 0 {
+            tracing::warn!("could not limit malloc to one arena");
+        }
+    }
 }

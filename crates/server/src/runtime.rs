@@ -337,7 +337,8 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     let snapshot_index = raft::LogStorage::first_index(&disk_log) - 1;
     // The state machine lives in memory: rebuild it from the newest snapshot, then (below)
     // the core replays the committed log after it.
-    let snapshot = raft::LogStorage::snapshot(&disk_log)
+    let snapshot = disk_log
+        .read_snapshot()
         .map_err(|error| format!("reading the newest snapshot: {error}"))?;
     if snapshot.meta.index > state_machine.applied_index() {
         state_machine

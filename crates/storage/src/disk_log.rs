@@ -41,7 +41,9 @@ impl Default for DiskLogOptions {
 pub struct DiskLog<D: Disk> {
     wal: Wal<D>,
     snapshots: SnapshotStore<D>,
-    /// The durable snapshot.
+    /// The durable snapshot, without its data: the data stays in its file until a follower
+    /// needs it (Rationale: an image of the whole state machine is as large as the state, and
+    /// holding it in memory between snapshots doubled a node's resident memory).
     snapshot: Snapshot,
     /// An installed snapshot whose WAL record is not yet synced.
     pending_snapshot: Option<Snapshot>,
@@ -150,7 +152,7 @@ impl<D: Disk> DiskLog<D> {
             DiskLog {
                 wal,
                 snapshots,
-                snapshot,
+                snapshot: without_data(snapshot),
                 pending_snapshot: None,
             },
             report,
@@ -191,7 +193,7 @@ impl<D: Disk> DiskLog<D> {
     pub fn sync(&mut self) -> Result<()> {
         self.wal.sync()?;
         if let Some(snapshot) = self.pending_snapshot.take() {
-            self.snapshot = snapshot;
+            self.snapshot = without_data(snapshot);
             self.wal.remove_obsolete_segments()?;
         }
         Ok(())
@@ -240,9 +242,22 @@ impl<D: Disk> DiskLog<D> {
         self.snapshots.save(&snapshot)?;
         self.wal.stage_compaction(index, term)?;
         self.sync()?;
-        self.snapshot = snapshot;
+        self.snapshot = without_data(snapshot);
         self.wal.remove_obsolete_segments()?;
         Ok(true)
+    }
+
+    /// The durable snapshot with its data, read from its file and verified. What
+    /// [`LogStorage::snapshot`] gives, with the reason when the file cannot be read.
+    pub fn read_snapshot(&self) -> Result<Snapshot> {
+        if self.snapshot.meta.index == 0 {
+            // A joiner that has received nothing yet: no file, nothing to read.
+            return Ok(self.snapshot.clone());
+        }
+        let path = self
+            .snapshots
+            .path_of(self.snapshot.meta.index, self.snapshot.meta.term);
+        self.snapshots.load(&path)
     }
 
     /// The durable hard state.
@@ -283,6 +298,17 @@ impl<D: Disk> LogStorage for DiskLog<D> {
     }
 
     fn snapshot(&self) -> std::result::Result<Snapshot, StorageError> {
-        Ok(self.snapshot.clone())
+        // A file that cannot be read now is retried by the leader later; the next start
+        // reports it with its reason.
+        self.read_snapshot()
+            .map_err(|_| StorageError::SnapshotTemporarilyUnavailable)
+    }
+}
+
+/// The snapshot's metadata alone.
+fn without_data(snapshot: Snapshot) -> Snapshot {
+    Snapshot {
+        data: Bytes::new(),
+        ..snapshot
     }
 }

@@ -156,6 +156,11 @@ impl<D: Disk> SnapshotStore<D> {
         Ok((Some(snapshot), removed))
     }
 
+    /// The path of the snapshot file of `index` in `term`.
+    pub fn path_of(&self, index: u64, term: u64) -> PathBuf {
+        self.directory.join(snapshot_name(index, term))
+    }
+
     /// Reads and verifies the snapshot file at `path`.
     pub fn load(&self, path: &Path) -> Result<Snapshot> {
         load_snapshot_file(&self.disk, path)

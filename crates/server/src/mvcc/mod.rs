@@ -295,7 +295,7 @@ impl MvccStore {
             image.u64(*id);
             image.bytes(&prost::Message::encode_to_vec(member))?;
         }
-        image.count(state.revisions.len() as u64);
+        image.count(state.version_count);
         for (key, versions) in &state.keys {
             for version in versions {
                 image.bytes(key)?;
@@ -332,11 +332,7 @@ impl MvccStore {
             let record = VersionRecord::decode(record)?;
             let revision = Revision { main, sub };
             restored.size_bytes += State::version_size_bytes(key, &record);
-            if restored.revisions.insert(revision, key.to_vec()).is_some() {
-                return Err(MvccError::Corrupt(format!(
-                    "snapshot image holds revision {main}.{sub} twice"
-                )));
-            }
+            restored.version_count += 1;
             let version = Version { revision, record };
             match restored.keys.get_mut(key) {
                 Some(versions) => versions.push(version),
@@ -449,16 +445,23 @@ impl MvccReader {
             return Err(MvccError::Compacted);
         }
         let range = schema::KeyRange::new(key, range_end);
+        // The writes in the range since the start, in the order they happened.
+        let mut changed: Vec<(Revision, &[u8])> = Vec::new();
+        if !range.is_empty() {
+            for (changed_key, versions) in state.keys.range::<[u8], _>(range.bounds()) {
+                let since =
+                    versions.partition_point(|version| version.revision.main < start_revision);
+                changed.extend(
+                    versions[since..]
+                        .iter()
+                        .map(|version| (version.revision, changed_key.as_slice())),
+                );
+            }
+        }
+        changed.sort_unstable();
         let mut events: Vec<Event> = Vec::new();
         let mut next_revision = start_revision.max(state.current_revision + 1);
-        let from = Revision {
-            main: start_revision,
-            sub: i64::MIN,
-        };
-        for (revision, changed_key) in state.revisions.range(from..) {
-            if !range.contains(changed_key) {
-                continue;
-            }
+        for (revision, changed_key) in changed {
             // Stop only at a revision boundary, so a watcher never sees half of a
             // transaction (which etcd's limit on txn operations keeps small).
             let last_revision = events
@@ -469,7 +472,7 @@ impl MvccReader {
                 next_revision = revision.main;
                 break;
             }
-            events.push(change_event(&state, changed_key, *revision)?);
+            events.push(change_event(&state, changed_key, revision)?);
         }
         Ok((events, next_revision))
     }

@@ -5,9 +5,8 @@
 //! - `keys`: key → every version of it until compaction, oldest first, deletes as
 //!   tombstones. A read at the current revision looks at each key's newest version; a read at
 //!   revision R binary-searches the key's versions for the newest at or below R.
-//! - `revisions`: (main, sub) revision → key. The order in which writes happened: compaction
-//!   walks only the writes since the previous compaction, and a watcher can catch up from a
-//!   revision.
+//!   Rationale for no index by revision (which write happened when): it cost about a fifth of
+//!   the store's memory, and compaction, which needs it, is rare and walks the keys instead.
 //! - counters: current revision, compacted revision, applied Raft index.
 //! - `metadata`: name → opaque bytes the runtime stores (e.g. the initial members).
 //! - `members`: member id → `MemberAttributes`.
@@ -23,8 +22,8 @@ use crate::proto::flotillapb::MemberAttributes;
 pub(crate) struct State {
     /// Every key with any version, each with its versions in increasing revision order.
     pub keys: BTreeMap<Vec<u8>, Vec<Version>>,
-    /// Which key each revision wrote.
-    pub revisions: BTreeMap<Revision, Vec<u8>>,
+    /// How many versions `keys` holds in all.
+    pub version_count: u64,
     /// Opaque values set by the runtime.
     pub metadata: BTreeMap<String, Vec<u8>>,
     /// Member attributes applied through the log.
@@ -41,15 +40,15 @@ pub(crate) struct State {
 }
 
 /// Bytes counted per stored version on top of its key and value: the revision, the record's
-/// fields, the entry in the revision index and the allocations' headers.
-pub(crate) const VERSION_OVERHEAD_BYTES: u64 = 96;
+/// fields and the allocation's header.
+pub(crate) const VERSION_OVERHEAD_BYTES: u64 = 64;
 
 impl State {
     /// A fresh store: revision 1, nothing applied.
     pub(crate) fn new() -> Self {
         State {
             keys: BTreeMap::new(),
-            revisions: BTreeMap::new(),
+            version_count: 0,
             metadata: BTreeMap::new(),
             members: BTreeMap::new(),
             current_revision: INITIAL_REVISION,

@@ -4,8 +4,6 @@
 //! applier checks a transaction's whole chosen path first), so a rejected request leaves the
 //! state as it was although it is shared with the rest of the batch.
 
-use std::collections::BTreeSet;
-
 use super::error::MvccError;
 use super::read::View;
 use super::schema::{KeyRange, Revision, State, Version, VersionRecord};
@@ -178,8 +176,7 @@ impl<'a> EntryWriter<'a> {
                 self.state.keys.insert(key.to_vec(), vec![version]);
             }
         }
-        let replaced = self.state.revisions.insert(revision, key.to_vec());
-        assert!(replaced.is_none(), "each revision is written once");
+        self.state.version_count += 1;
         self.next_sub += 1;
         self.modified = true;
         revision
@@ -288,26 +285,12 @@ impl<'a> EntryWriter<'a> {
         if revision > self.current_revision {
             return Err(MvccError::FutureRevision);
         }
-        // A key not written since the previous compaction already has at most one version
-        // at or below it, a live one: only keys written since then need work.
-        let touched: BTreeSet<Vec<u8>> = self
-            .state
-            .revisions
-            .range(
-                Revision {
-                    main: self.compacted_revision + 1,
-                    sub: i64::MIN,
-                }..=Revision {
-                    main: revision,
-                    sub: i64::MAX,
-                },
-            )
-            .map(|(_, key)| key.clone())
-            .collect();
-        for key in touched {
-            let Some(versions) = self.state.keys.get_mut(&key) else {
-                continue;
-            };
+        // Every key is looked at (etcd's compaction walks its whole key index too); a key
+        // whose oldest version is above `revision` has nothing to give up.
+        let mut emptied = Vec::new();
+        let mut removed_count = 0u64;
+        let mut removed_bytes = 0u64;
+        for (key, versions) in self.state.keys.iter_mut() {
             let at_or_below = versions.partition_point(|version| version.revision.main <= revision);
             let Some(newest) = versions[..at_or_below].last() else {
                 continue;
@@ -318,17 +301,18 @@ impl<'a> EntryWriter<'a> {
                 at_or_below - 1
             };
             for version in versions.drain(..removed) {
-                self.state.revisions.remove(&version.revision);
-                self.state.size_bytes = self
-                    .state
-                    .size_bytes
-                    .saturating_sub(State::version_size_bytes(&key, &version.record));
-                self.modified = true;
+                removed_count += 1;
+                removed_bytes += State::version_size_bytes(key, &version.record);
             }
             if versions.is_empty() {
-                self.state.keys.remove(&key);
+                emptied.push(key.clone());
             }
         }
+        for key in emptied {
+            self.state.keys.remove(&key);
+        }
+        self.state.version_count -= removed_count;
+        self.state.size_bytes = self.state.size_bytes.saturating_sub(removed_bytes);
         self.compacted_revision = revision;
         self.modified = true;
         Ok(CompactionResponse {
