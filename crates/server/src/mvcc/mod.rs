@@ -81,6 +81,10 @@ pub struct MvccOptions {
     /// relies on the gRPC message limit (2 GiB in its Go client), but tonic-based clients
     /// refuse messages over 4 MiB by default, so the default stays under that.
     pub max_response_bytes: usize,
+    /// Whether applied entries report their key changes in [`ApplyResult::events`].
+    /// Rationale for off by default: building them copies every written key-value twice, and
+    /// a node without watchers throws them away.
+    pub record_events: bool,
 }
 
 /// 4 MiB less room for the response's header and framing.
@@ -90,6 +94,7 @@ impl Default for MvccOptions {
     fn default() -> Self {
         MvccOptions {
             max_response_bytes: MAX_RESPONSE_BYTES_DEFAULT,
+            record_events: false,
         }
     }
 }
@@ -136,7 +141,8 @@ pub struct ApplyResult {
     pub outcome: ApplyOutcome,
     /// The key changes the entry made, in order, for watchers: a put's event carries the new
     /// key-value and the previous one if any; a delete's carries the key and the deletion's
-    /// revision, and the deleted key-value as `prev_kv`.
+    /// revision, and the deleted key-value as `prev_kv`. Empty unless
+    /// [`MvccOptions::record_events`] is set.
     pub events: Vec<Event>,
 }
 
@@ -186,6 +192,7 @@ impl MvccStore {
             assert!(pair[0].0 < pair[1].0, "a batch's indexes increase");
         }
         let max_response_bytes = self.options.max_response_bytes;
+        let record_events = self.options.record_events;
         let mut state = self.write();
         let mut results = Vec::with_capacity(entries.len());
         for (index, request) in entries {
@@ -193,7 +200,7 @@ impl MvccStore {
                 results.push(skipped(*index, request));
                 continue;
             }
-            let mut writer = EntryWriter::new(&mut state, max_response_bytes);
+            let mut writer = EntryWriter::new(&mut state, max_response_bytes, record_events);
             let outcome = match apply_request(&mut writer, request.request.as_ref()) {
                 Ok(response) => ApplyOutcome::Applied(response),
                 Err(error) => {

@@ -293,7 +293,10 @@ fn delete_range_deletes_every_key_in_the_range_at_one_revision() {
 
 #[test]
 fn applied_entries_report_their_events() {
-    let mut fixture = Fixture::new();
+    let mut fixture = Fixture::with_options(MvccOptions {
+        record_events: true,
+        ..MvccOptions::default()
+    });
     let created = fixture.apply(Request::Put(put("a", "1")));
     assert_eq!(created.request_id, 10);
     assert_eq!(created.events.len(), 1);
@@ -534,6 +537,7 @@ fn revision_filters_prune_key_values_but_not_the_count() {
 fn responses_are_cut_at_the_byte_cap_but_carry_at_least_one_key_value() {
     let mut fixture = Fixture::with_options(MvccOptions {
         max_response_bytes: 250,
+        ..MvccOptions::default()
     });
     for key in ["a", "b", "c", "d"] {
         fixture.put(key, &"v".repeat(100));

@@ -5,7 +5,7 @@
 //! state as it was although it is shared with the rest of the batch.
 
 use super::error::MvccError;
-use super::read::View;
+use super::read::{key_value, version_at, View};
 use super::schema::{KeyRange, Revision, State, Version, VersionRecord};
 use super::validate::{validate_delete_range, validate_put, validate_txn};
 use crate::proto::etcdserverpb::request_op::Request;
@@ -30,15 +30,21 @@ pub(crate) struct EntryWriter<'a> {
     next_sub: i64,
     /// True once anything changed, compaction included.
     modified: bool,
-    /// The changes made, in order, for watchers.
+    /// The changes made, in order, for watchers (when `record_events`).
     pub events: Vec<Event>,
+    record_events: bool,
     max_response_bytes: usize,
 }
 
 impl<'a> EntryWriter<'a> {
     /// A writer for one entry against the state as the batch left it so far.
-    pub(crate) fn new(state: &'a mut State, max_response_bytes: usize) -> Self {
+    pub(crate) fn new(
+        state: &'a mut State,
+        max_response_bytes: usize,
+        record_events: bool,
+    ) -> Self {
         EntryWriter {
+            record_events,
             current_revision: state.current_revision,
             compacted_revision: state.compacted_revision,
             state,
@@ -83,44 +89,59 @@ impl<'a> EntryWriter<'a> {
 
     pub(crate) fn put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
         validate_put(request)?;
-        let previous = self.view().current(&request.key);
+        let main = self.current_revision + 1;
+        let working_revision = self.working_revision();
+        let versions = self.state.keys.get(request.key.as_slice());
+        let previous = versions.and_then(|versions| version_at(versions, working_revision));
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(MvccError::KeyNotFound);
         }
-        let main = self.current_revision + 1;
-        let (create_revision, version) = match &previous {
-            Some(previous) => (previous.create_revision, previous.version + 1),
+        let (create_revision, version) = match previous {
+            Some(previous) => (previous.record.create_revision, previous.record.version + 1),
             None => (main, 1),
         };
         let record = VersionRecord {
             create_revision,
             version,
-            lease: match (&previous, request.ignore_lease) {
-                (Some(previous), true) => previous.lease,
+            lease: match (previous, request.ignore_lease) {
+                (Some(previous), true) => previous.record.lease,
                 _ => request.lease,
             },
-            value: match (&previous, request.ignore_value) {
-                (Some(previous), true) => previous.value.clone(),
+            value: match (previous, request.ignore_value) {
+                (Some(previous), true) => previous.record.value.clone(),
                 _ => request.value.clone(),
             },
         };
-        let key_value = KeyValue {
-            key: request.key.clone(),
-            create_revision,
-            mod_revision: main,
-            version,
-            value: record.value.clone(),
-            lease: record.lease,
+        // Only what is asked for is copied out: the previous key-value for the response, and
+        // both for the event.
+        let previous_key_value = if request.prev_kv || self.record_events {
+            previous.map(|previous| key_value(&request.key, previous))
+        } else {
+            None
         };
+        if self.record_events {
+            let key_value = KeyValue {
+                key: request.key.clone(),
+                create_revision,
+                mod_revision: main,
+                version,
+                value: record.value.clone(),
+                lease: record.lease,
+            };
+            self.events.push(Event {
+                r#type: EventType::Put as i32,
+                kv: Some(key_value),
+                prev_kv: previous_key_value.clone(),
+            });
+        }
         self.write_version(&request.key, record);
-        self.events.push(Event {
-            r#type: EventType::Put as i32,
-            kv: Some(key_value),
-            prev_kv: previous.clone(),
-        });
         Ok(PutResponse {
             header: self.header(),
-            prev_kv: if request.prev_kv { previous } else { None },
+            prev_kv: if request.prev_kv {
+                previous_key_value
+            } else {
+                None
+            },
         })
     }
 
@@ -134,11 +155,14 @@ impl<'a> EntryWriter<'a> {
             let range = KeyRange::new(&request.key, &request.range_end);
             view.keys_at(range, view.current_revision)
                 .into_iter()
-                .map(|(key, version)| super::read::key_value(key, version))
+                .map(|(key, version)| key_value(key, version))
                 .collect()
         };
         for previous in &doomed {
             let revision = self.write_version(&previous.key, VersionRecord::tombstone());
+            if !self.record_events {
+                continue;
+            }
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {
