@@ -14,6 +14,7 @@
 //! code and message, as text or (with `--json`) JSON, and can write an SVG chart. It exits with
 //! status 1 if any request failed, so that a script can fail on errors.
 
+mod grpc;
 mod keys;
 mod report;
 mod svg;
@@ -26,10 +27,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use server::proto::etcdserverpb::kv_client::KvClient;
 use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use server::proto::etcdserverpb::{
-    request_op, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
+    request_op, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, StatusRequest,
+    TxnRequest, TxnResponse,
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -474,20 +475,32 @@ async fn wait_for_leader(plan: &Plan) -> Result<Vec<String>, String> {
     }
 }
 
-async fn connect(plan: &Plan, urls: &[String]) -> Result<Vec<Channel>, String> {
-    let mut channels = Vec::with_capacity(plan.conns);
+async fn connect(plan: &Plan, urls: &[String]) -> Result<Vec<grpc::Connection>, String> {
+    let mut connections = Vec::with_capacity(plan.conns);
     for index in 0..plan.conns {
         let url = &urls[index % urls.len()];
-        let channel = Channel::from_shared(url.clone())
-            .map_err(|error| format!("{url}: {error}"))?
-            .connect_timeout(plan.request_timeout)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|error| format!("connecting to {url}: {error}"))?;
-        channels.push(channel);
+        connections.push(grpc::Connection::connect(url, plan.request_timeout).await?);
     }
-    Ok(channels)
+    Ok(connections)
+}
+
+/// A worker's connection and the methods it calls on it.
+struct KvCaller {
+    connection: grpc::Connection,
+    put: http::Uri,
+    range: http::Uri,
+    txn: http::Uri,
+}
+
+impl KvCaller {
+    fn new(connection: grpc::Connection) -> KvCaller {
+        KvCaller {
+            put: connection.method_uri("/etcdserverpb.KV/Put"),
+            range: connection.method_uri("/etcdserverpb.KV/Range"),
+            txn: connection.method_uri("/etcdserverpb.KV/Txn"),
+            connection,
+        }
+    }
 }
 
 /// What the workers share.
@@ -507,15 +520,25 @@ fn error_kind(status: &tonic::Status) -> String {
     format!("{:?}: {message}", status.code())
 }
 
-async fn send(client: &mut KvClient<Channel>, operation: Operation) -> Result<(), tonic::Status> {
+async fn send(caller: &KvCaller, operation: Operation) -> Result<(), tonic::Status> {
+    let connection = &caller.connection;
     match operation {
-        Operation::Put(request) => client.put(request).await.map(drop),
-        Operation::Range(request) => client.range(request).await.map(drop),
-        Operation::Txn(request) => client.txn(request).await.map(drop),
+        Operation::Put(request) => connection
+            .unary::<_, PutResponse>(&caller.put, &request)
+            .await
+            .map(drop),
+        Operation::Range(request) => connection
+            .unary::<_, RangeResponse>(&caller.range, &request)
+            .await
+            .map(drop),
+        Operation::Txn(request) => connection
+            .unary::<_, TxnResponse>(&caller.txn, &request)
+            .await
+            .map(drop),
     }
 }
 
-async fn worker(shared: Arc<Shared>, mut client: KvClient<Channel>) {
+async fn worker(shared: Arc<Shared>, caller: KvCaller) {
     let plan = &shared.plan;
     loop {
         let request = shared.next_request.fetch_add(1, Ordering::Relaxed);
@@ -528,8 +551,7 @@ async fn worker(shared: Arc<Shared>, mut client: KvClient<Channel>) {
             tokio::time::sleep_until(due).await;
         }
         let operation = plan.operation(request);
-        let outcome =
-            tokio::time::timeout(plan.request_timeout, send(&mut client, operation)).await;
+        let outcome = tokio::time::timeout(plan.request_timeout, send(&caller, operation)).await;
         let completed = Instant::now();
         let offset = completed - shared.start;
         let mut recorder = shared.recorder.lock().expect("no worker panics");
@@ -623,7 +645,7 @@ pub async fn run(args: BenchArgs, options: ClientOptions) -> ExitCode {
 
 async fn run_plan(plan: Plan, args: &BenchArgs, json: bool) -> Result<ExitCode, String> {
     let urls = wait_for_leader(&plan).await?;
-    let channels = connect(&plan, &urls).await?;
+    let connections = connect(&plan, &urls).await?;
     let endpoints: Vec<String> = urls
         .iter()
         .map(|url| url.trim_start_matches("http://").to_string())
@@ -640,9 +662,8 @@ async fn run_plan(plan: Plan, args: &BenchArgs, json: bool) -> Result<ExitCode, 
     let progress = tokio::spawn(show_progress(shared.clone(), bar.clone()));
     let workers: Vec<_> = (0..shared.plan.clients)
         .map(|index| {
-            let client = KvClient::new(channels[index % channels.len()].clone())
-                .max_decoding_message_size(usize::MAX);
-            tokio::spawn(worker(shared.clone(), client))
+            let caller = KvCaller::new(connections[index % connections.len()].clone());
+            tokio::spawn(worker(shared.clone(), caller))
         })
         .collect();
     for worker in workers {
