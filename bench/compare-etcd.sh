@@ -150,7 +150,9 @@ check_ports_free() {
     for base in "$etcd_base_port" "$flotilla_base_port"; do
         for i in 1 2 3; do
             for port in $((base + 10 * (i - 1))) $((base + 10 * (i - 1) + 1)); do
-                if [[ -n $(ss -Htan "( sport = :$port )" 2>/dev/null) ]]; then
+                # TIME-WAIT leftovers of a previous run do not stop a bind (both servers set
+                # SO_REUSEADDR), so only other states count.
+                if [[ -n $(ss -Htan exclude time-wait "( sport = :$port )" 2>/dev/null) ]]; then
                     echo "compare-etcd: port $port is in use; choose others with ETCD_BASE_PORT or FLOTILLA_BASE_PORT" >&2
                     return 1
                 fi
