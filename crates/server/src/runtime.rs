@@ -283,6 +283,14 @@ struct Runtime<N: PeerNetwork, M: StateMachine> {
     reads_released: VecDeque<(u64, Waiter<()>)>,
     next_request_id: u64,
     snapshot_index: u64,
+    /// Applied entries past `snapshot_index` at which this node snapshots: the configured
+    /// count plus a few percent that differ by node (Rationale: nodes that snapshot at the
+    /// same index pause together).
+    snapshot_entries: u64,
+    /// Set while a snapshot file is being written on another thread.
+    snapshot_saving: bool,
+    /// Where that thread reports the saved snapshot (or why it failed).
+    snapshot_saved: mpsc::Sender<Result<raft::SnapshotMeta, String>>,
     status: watch::Sender<NodeStatus>,
     known_peers: BTreeMap<NodeId, String>,
 }
@@ -360,6 +368,9 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
         ..NodeStatus::default()
     };
     let (status_sender, status_receiver) = watch::channel(initial_status);
+    let (snapshot_saved_sender, snapshot_saved) = mpsc::channel(1);
+    let snapshot_entries =
+        config.snapshot_entries + random_seed(config.id) % (config.snapshot_entries / 20 + 1);
     let handle = NodeHandle {
         id: config.id,
         cluster_id: config.cluster_id,
@@ -380,10 +391,13 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
         reads_requested_since: Instant::now(),
         reads_released: VecDeque::new(),
         snapshot_index,
+        snapshot_entries,
+        snapshot_saving: false,
+        snapshot_saved: snapshot_saved_sender,
         status: status_sender,
         known_peers: BTreeMap::new(),
     };
-    tokio::spawn(runtime.run(inbound, requests));
+    tokio::spawn(runtime.run(inbound, requests, snapshot_saved));
     Ok(handle)
 }
 
@@ -413,6 +427,7 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
         mut self,
         mut inbound: mpsc::Receiver<raft::Message>,
         mut requests: mpsc::Receiver<Request>,
+        mut snapshot_saved: mpsc::Receiver<Result<raft::SnapshotMeta, String>>,
     ) {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -438,6 +453,14 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
                             Ok(message) => self.node.step(message),
                             Err(_) => break,
                         }
+                    }
+                }
+                saved = snapshot_saved.recv() => {
+                    let Some(saved) = saved else { break };
+                    if let Err(error) = self.adopt_snapshot(saved) {
+                        tracing::error!("stopping node {}: {error}", self.config.id);
+                        self.status.send_modify(|status| status.errors.push(error));
+                        break;
                     }
                 }
                 request = requests.recv() => {
@@ -684,22 +707,63 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
         self.reads_released = waiting;
     }
 
+    /// Takes a snapshot once enough entries were applied since the last: the image is taken
+    /// here, between two batches, and its file written on another thread; the log is
+    /// compacted to it when that thread reports ([`Runtime::adopt_snapshot`]).
+    ///
+    /// Rationale: writing and syncing the file took most of the time (0.7 s of 1.1 s for a
+    /// 125 MB image), and every node stalled for it, on its commit path, every
+    /// `--snapshot-count` entries.
     fn maybe_snapshot(&mut self, applied: u64) -> Result<(), String> {
-        if applied < self.snapshot_index + self.config.snapshot_entries {
+        if self.snapshot_saving || applied < self.snapshot_index + self.snapshot_entries {
             return Ok(());
         }
         let config = self.node.config_state().clone();
+        let Some(meta) = self.node.storage_mut().snapshot_meta_at(applied, config) else {
+            return Ok(());
+        };
+        let started = Instant::now();
         let state_machine = Arc::clone(&self.state_machine);
+        let image = tokio::task::block_in_place(|| state_machine.snapshot())
+            .map_err(|error| format!("taking a snapshot image: {error}"))?;
+        let image_time = started.elapsed();
+        let store = self.node.storage_mut().snapshot_store();
+        let report = self.snapshot_saved.clone();
+        self.snapshot_saving = true;
+        tokio::task::spawn_blocking(move || {
+            let image_bytes = image.len();
+            let snapshot = raft::Snapshot {
+                meta: meta.clone(),
+                data: image,
+            };
+            let saved = store
+                .save(&snapshot)
+                .map(|_| meta)
+                .map_err(|error| format!("saving a snapshot: {error}"));
+            tracing::info!(
+                index = snapshot.meta.index,
+                image_bytes,
+                image_ms = image_time.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "snapshot saved"
+            );
+            // The loop is gone if the node stopped meanwhile; the file is then just the
+            // newest snapshot on disk, as after a crash here.
+            let _ = report.blocking_send(saved);
+        });
+        Ok(())
+    }
+
+    /// Compacts the log to a snapshot whose file is now durable.
+    fn adopt_snapshot(&mut self, saved: Result<raft::SnapshotMeta, String>) -> Result<(), String> {
+        self.snapshot_saving = false;
+        let meta = saved?;
+        let index = meta.index;
         let storage = self.node.storage_mut();
-        let created = tokio::task::block_in_place(|| -> Result<bool, String> {
-            let image = state_machine.snapshot()?;
-            storage
-                .create_snapshot(applied, config, image)
-                .map_err(|error| error.to_string())
-        })
-        .map_err(|error| format!("creating a snapshot: {error}"))?;
-        if created {
-            self.snapshot_index = applied;
+        let adopted = tokio::task::block_in_place(|| storage.adopt_snapshot(meta))
+            .map_err(|error| format!("compacting the log to a snapshot: {error}"))?;
+        if adopted {
+            self.snapshot_index = index;
         }
         Ok(())
     }

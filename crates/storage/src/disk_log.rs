@@ -208,7 +208,8 @@ impl<D: Disk> DiskLog<D> {
 
     /// Records a snapshot of the application's state as of `index`, which must be applied and
     /// so durable: saves it, compacts the log up to it and removes the segments that held only
-    /// compacted entries.
+    /// compacted entries. [`DiskLog::snapshot_store`] and [`DiskLog::adopt_snapshot`] do the
+    /// same in two steps, the slow one (writing the file) on another thread.
     ///
     /// Returns false, changing nothing, when `index` is not newer than the current snapshot
     /// or not in the durable log. Anything staged is made durable along with the compaction.
@@ -218,6 +219,19 @@ impl<D: Disk> DiskLog<D> {
         config: ConfigState,
         data: Bytes,
     ) -> Result<bool> {
+        let Some(meta) = self.snapshot_meta_at(index, config) else {
+            return Ok(false);
+        };
+        self.snapshots.save(&Snapshot {
+            meta: meta.clone(),
+            data,
+        })?;
+        self.adopt_snapshot(meta)
+    }
+
+    /// The metadata a snapshot of the state as of `index` would carry, or None if it would not
+    /// be newer than the current snapshot or `index` is not in the log.
+    pub fn snapshot_meta_at(&self, index: u64, config: ConfigState) -> Option<SnapshotMeta> {
         let newest_index = self
             .pending_snapshot
             .as_ref()
@@ -225,24 +239,40 @@ impl<D: Disk> DiskLog<D> {
             .meta
             .index;
         if index <= newest_index || index > self.wal.last_index() {
+            return None;
+        }
+        let term = self.wal.term(index).ok()?;
+        Some(SnapshotMeta {
+            index,
+            term,
+            config,
+        })
+    }
+
+    /// A handle on the snapshot files, to save a snapshot from another thread with
+    /// [`SnapshotStore::save`] before [`DiskLog::adopt_snapshot`] takes it.
+    pub fn snapshot_store(&self) -> SnapshotStore<D> {
+        self.snapshots.clone()
+    }
+
+    /// Compacts the log up to a snapshot whose file was saved durably (with the store from
+    /// [`DiskLog::snapshot_store`]) AFTER `meta` came from [`DiskLog::snapshot_meta_at`]: the
+    /// file first, then the WAL record that drops the entries it covers. Returns false,
+    /// changing nothing, if the log moved on meanwhile (a newer snapshot, or the entry at
+    /// `meta.index` is gone or of another term).
+    pub fn adopt_snapshot(&mut self, meta: SnapshotMeta) -> Result<bool> {
+        let still_valid = self
+            .snapshot_meta_at(meta.index, meta.config.clone())
+            .is_some_and(|current| current.term == meta.term);
+        if !still_valid {
             return Ok(false);
         }
-        let Ok(term) = self.wal.term(index) else {
-            return Ok(false);
-        };
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term,
-                config,
-            },
-            data,
-        };
-        // The snapshot file is durable BEFORE the WAL record that drops the entries it covers.
-        self.snapshots.save(&snapshot)?;
-        self.wal.stage_compaction(index, term)?;
+        self.wal.stage_compaction(meta.index, meta.term)?;
         self.sync()?;
-        self.snapshot = without_data(snapshot);
+        self.snapshot = Snapshot {
+            meta,
+            data: Bytes::new(),
+        };
         self.wal.remove_obsolete_segments()?;
         Ok(true)
     }

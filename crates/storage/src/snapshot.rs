@@ -34,8 +34,9 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
     ))
 }
 
-/// The snapshot files in one directory.
-#[derive(Debug)]
+/// The snapshot files in one directory. A clone works on the same directory: a snapshot may
+/// be saved from another thread (see [`crate::DiskLog::snapshot_store`]).
+#[derive(Clone, Debug)]
 pub struct SnapshotStore<D: Disk> {
     disk: D,
     directory: PathBuf,

@@ -245,6 +245,39 @@ fn a_snapshot_compacts_the_log_and_removes_old_segments() {
 }
 
 #[test]
+fn a_snapshot_saved_on_another_thread_is_adopted_unless_the_log_moved_on() {
+    let disk = SimDisk::new();
+    let mut log = open(&disk);
+    append(&mut log, 1, 200, 2);
+    let meta = log.snapshot_meta_at(150, config()).unwrap();
+    assert_eq!((meta.index, meta.term), (150, 2));
+    let store = log.snapshot_store();
+    let saved = std::thread::spawn(move || {
+        store.save(&Snapshot {
+            meta,
+            data: Bytes::from("state at 150"),
+        })
+    });
+    // The log goes on meanwhile.
+    append(&mut log, 201, 210, 2);
+    saved.join().unwrap().unwrap();
+    let meta = log.snapshot_meta_at(150, config()).unwrap();
+    assert!(log.adopt_snapshot(meta.clone()).unwrap());
+    assert_eq!((log.first_index(), log.last_index()), (151, 210));
+    assert!(!log.adopt_snapshot(meta).unwrap(), "not newer any more");
+    assert!(log.snapshot_meta_at(120, config()).is_none());
+    assert!(
+        log.snapshot_meta_at(211, config()).is_none(),
+        "beyond the log"
+    );
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let log = open(&disk);
+    assert_eq!(log.first_index(), 151);
+    assert_eq!(log.snapshot().unwrap().data, Bytes::from("state at 150"));
+}
+
+#[test]
 fn an_installed_snapshot_replaces_the_log_once_synced() {
     let disk = SimDisk::new();
     let mut log = open(&disk);

@@ -109,7 +109,7 @@ pub(crate) struct VersionRecord {
 }
 
 /// Bytes before the value in an encoded record: create revision, version, lease.
-const RECORD_HEADER_BYTES: usize = 24;
+pub(crate) const RECORD_HEADER_BYTES: usize = 24;
 
 impl VersionRecord {
     /// The record that marks a deletion.
@@ -122,18 +122,8 @@ impl VersionRecord {
         }
     }
 
-    /// Fixed-width little-endian fields, then the value. Rationale: a tombstone check reads
-    /// one field without decoding the value.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(RECORD_HEADER_BYTES + self.value.len());
-        bytes.extend_from_slice(&self.create_revision.to_le_bytes());
-        bytes.extend_from_slice(&self.version.to_le_bytes());
-        bytes.extend_from_slice(&self.lease.to_le_bytes());
-        bytes.extend_from_slice(&self.value);
-        bytes
-    }
-
-    /// Decodes a record written by [`VersionRecord::encode`].
+    /// Decodes a record as snapshot images carry it: create revision, version and lease as
+    /// fixed-width little-endian fields, then the value.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, MvccError> {
         if bytes.len() < RECORD_HEADER_BYTES {
             return Err(MvccError::Corrupt(format!(

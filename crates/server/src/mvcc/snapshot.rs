@@ -19,7 +19,7 @@
 use prost::Message;
 
 use super::error::MvccError;
-use super::schema::VersionRecord;
+use super::schema::{VersionRecord, RECORD_HEADER_BYTES};
 use crate::proto::flotillapb::MemberAttributes;
 
 const MAGIC: &[u8; 8] = b"FLOTMVCC";
@@ -43,9 +43,14 @@ pub(crate) struct ImageWriter {
 }
 
 impl ImageWriter {
-    /// Starts an image with its header.
-    pub(crate) fn new(applied_index: u64, current_revision: i64, compacted_revision: i64) -> Self {
-        let mut bytes = Vec::new();
+    /// Starts an image with its header, with room for `capacity_bytes` in all.
+    pub(crate) fn new(
+        applied_index: u64,
+        current_revision: i64,
+        compacted_revision: i64,
+        capacity_bytes: usize,
+    ) -> Self {
+        let mut bytes = Vec::with_capacity(capacity_bytes);
         bytes.extend_from_slice(MAGIC);
         bytes.push(FORMAT_VERSION);
         bytes.extend_from_slice(&applied_index.to_le_bytes());
@@ -73,6 +78,21 @@ impl ImageWriter {
             .map_err(|_| MvccError::Corrupt(format!("a stored item of {} bytes", value.len())))?;
         self.bytes.extend_from_slice(&length.to_le_bytes());
         self.bytes.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// A length-prefixed version record (create revision, version, lease, value) written in
+    /// place.
+    pub(crate) fn record(&mut self, record: &VersionRecord) -> Result<(), MvccError> {
+        let length = u32::try_from(RECORD_HEADER_BYTES + record.value.len()).map_err(|_| {
+            MvccError::Corrupt(format!("a stored value of {} bytes", record.value.len()))
+        })?;
+        self.bytes.extend_from_slice(&length.to_le_bytes());
+        self.bytes
+            .extend_from_slice(&record.create_revision.to_le_bytes());
+        self.bytes.extend_from_slice(&record.version.to_le_bytes());
+        self.bytes.extend_from_slice(&record.lease.to_le_bytes());
+        self.bytes.extend_from_slice(&record.value);
         Ok(())
     }
 
