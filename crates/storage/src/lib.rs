@@ -52,7 +52,7 @@ pub use disk::{Disk, DiskFile, StdDisk, StdFile};
 pub use disk_log::{Bootstrap, DiskLog, DiskLogOptions};
 pub use error::{Error, Result};
 pub use sim_disk::{CrashMode, SimDisk, SimFile};
-pub use snapshot::{SnapshotStore, SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC};
+pub use snapshot::{SavePacing, SnapshotStore, SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC};
 pub use wal::{
     Preallocation, RecoveryReport, TornTail, Wal, WalOptions, FORMAT_VERSION,
     RECORD_ALIGNMENT_BYTES, RECORD_HEADER_BYTES, SEGMENT_MAGIC,

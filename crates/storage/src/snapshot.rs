@@ -34,6 +34,15 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<(u64, u64)> {
     ))
 }
 
+/// How [`SnapshotStore::save_paced`] spreads a file's writes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SavePacing {
+    /// Bytes written (and synced) at a time.
+    pub chunk_bytes: usize,
+    /// The pause after each chunk.
+    pub pause: std::time::Duration,
+}
+
 /// The snapshot files in one directory. A clone works on the same directory: a snapshot may
 /// be saved from another thread (see [`crate::DiskLog::snapshot_store`]).
 #[derive(Clone, Debug)]
@@ -77,17 +86,37 @@ impl<D: Disk> SnapshotStore<D> {
     /// Writes `snapshot` durably, then removes the snapshots beyond the retained count.
     /// Returns the new file's path.
     pub fn save(&self, snapshot: &Snapshot) -> Result<PathBuf> {
+        self.save_paced(snapshot, None)
+    }
+
+    /// [`SnapshotStore::save`], optionally in chunks, each synced before the next and followed
+    /// by a pause. Rationale: a large file written at once fills the page cache and the
+    /// device's queue, and the WAL's fdatasync, on the commit path, waits behind it (measured:
+    /// p99 of puts 25 ms to 54 ms while a 130 MB snapshot was written beside them).
+    pub fn save_paced(&self, snapshot: &Snapshot, pacing: Option<SavePacing>) -> Result<PathBuf> {
         let name = snapshot_name(snapshot.meta.index, snapshot.meta.term);
         let path = self.directory.join(&name);
         let temporary_path = self.directory.join(format!("{name}.tmp"));
-        let contents = encode_snapshot_file(snapshot);
+        let head = encode_snapshot_head(snapshot);
         let written = (|| {
             let mut file = self
                 .disk
                 .create(&temporary_path)
                 .map_err(io_error("create", &temporary_path))?;
-            file.write_all_at(0, &contents)
+            file.write_all_at(0, &head)
                 .map_err(io_error("write", &temporary_path))?;
+            let chunk_bytes = pacing.map_or(usize::MAX, |pacing| pacing.chunk_bytes.max(1));
+            let mut offset = 0;
+            for chunk in snapshot.data.chunks(chunk_bytes) {
+                file.write_all_at((head.len() + offset) as u64, chunk)
+                    .map_err(io_error("write", &temporary_path))?;
+                offset += chunk.len();
+                if let Some(pacing) = pacing {
+                    file.sync_data()
+                        .map_err(io_error("fdatasync", &temporary_path))?;
+                    std::thread::sleep(pacing.pause);
+                }
+            }
             file.sync_data()
                 .map_err(io_error("fdatasync", &temporary_path))
         })();
@@ -182,20 +211,22 @@ pub(crate) fn load_snapshot_file<D: Disk>(disk: &D, path: &Path) -> Result<Snaps
     })
 }
 
-fn encode_snapshot_file(snapshot: &Snapshot) -> Vec<u8> {
+/// The file's header and metadata, with the checksum of everything after the checksum field:
+/// the file is this, then the data. (The data is not copied: a snapshot image can be as large
+/// as the state machine.)
+fn encode_snapshot_head(snapshot: &Snapshot) -> Vec<u8> {
     let mut meta = Vec::new();
     codec::encode_snapshot_meta(&mut meta, &snapshot.meta);
-    let mut contents = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta.len() + snapshot.data.len());
-    contents.extend_from_slice(&SNAPSHOT_MAGIC);
-    put_u32(&mut contents, SNAPSHOT_FORMAT_VERSION);
-    put_u32(&mut contents, 0); // The checksum, filled in below.
-    put_u32(&mut contents, meta.len() as u32);
-    put_u64(&mut contents, snapshot.data.len() as u64);
-    contents.extend_from_slice(&meta);
-    contents.extend_from_slice(&snapshot.data);
-    let checksum = crc32c::crc32c(&contents[16..]);
-    contents[12..16].copy_from_slice(&checksum.to_le_bytes());
-    contents
+    let mut head = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta.len());
+    head.extend_from_slice(&SNAPSHOT_MAGIC);
+    put_u32(&mut head, SNAPSHOT_FORMAT_VERSION);
+    put_u32(&mut head, 0); // The checksum, filled in below.
+    put_u32(&mut head, meta.len() as u32);
+    put_u64(&mut head, snapshot.data.len() as u64);
+    head.extend_from_slice(&meta);
+    let checksum = crc32c::crc32c_append(crc32c::crc32c(&head[16..]), &snapshot.data);
+    head[12..16].copy_from_slice(&checksum.to_le_bytes());
+    head
 }
 
 fn decode_snapshot_file(contents: Bytes) -> std::result::Result<Snapshot, (u64, String)> {

@@ -8,8 +8,8 @@ use raft::{
     StorageError,
 };
 use storage::{
-    Bootstrap, CrashMode, Disk, DiskLog, DiskLogOptions, Error, Preallocation, SimDisk,
-    SnapshotStore, WalOptions,
+    Bootstrap, CrashMode, Disk, DiskFile, DiskLog, DiskLogOptions, Error, Preallocation,
+    SavePacing, SimDisk, SnapshotStore, WalOptions,
 };
 
 const DIRECTORY: &str = "/node";
@@ -275,6 +275,31 @@ fn a_snapshot_saved_on_another_thread_is_adopted_unless_the_log_moved_on() {
     let log = open(&disk);
     assert_eq!(log.first_index(), 151);
     assert_eq!(log.snapshot().unwrap().data, Bytes::from("state at 150"));
+}
+
+#[test]
+fn a_paced_save_writes_the_same_file_as_a_whole_one() {
+    let disk = SimDisk::new();
+    let directory = Path::new(DIRECTORY).join("snapshots");
+    let store = SnapshotStore::open(disk.clone(), &directory, 2).unwrap();
+    let snapshot = |index: u64| Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term: 3,
+            config: config(),
+        },
+        data: Bytes::from((0..1000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+    };
+    let whole = store.save(&snapshot(10)).unwrap();
+    let pacing = SavePacing {
+        chunk_bytes: 7,
+        pause: std::time::Duration::ZERO,
+    };
+    let paced = store.save_paced(&snapshot(11), Some(pacing)).unwrap();
+    assert_eq!(store.load(&paced).unwrap(), snapshot(11));
+    assert_eq!(store.load(&whole).unwrap(), snapshot(10));
+    let length = |path: &Path| disk.open(path).unwrap().len_bytes().unwrap();
+    assert_eq!(length(&whole), length(&paced));
 }
 
 #[test]
