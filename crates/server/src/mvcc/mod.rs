@@ -351,6 +351,9 @@ impl MvccStore {
                 }
             }
         }
+        for versions in restored.keys.values_mut() {
+            versions.shrink_to_fit();
+        }
         *self.write() = restored;
         Ok(())
     }

@@ -225,7 +225,7 @@ pub(crate) fn key_value(key: &[u8], version: &Version) -> KeyValue {
         create_revision: version.record.create_revision,
         mod_revision: version.revision.main,
         version: version.record.version,
-        value: version.record.value.clone(),
+        value: version.record.value.to_vec(),
         lease: version.record.lease,
     }
 }
