@@ -560,8 +560,9 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
     ///
     /// Rationale: a read must be registered before the round that confirms it is sent, so a
     /// read arriving while a round is in flight cannot use that round anyway; starting one round
-    /// per loop iteration instead cost every follower a heartbeat per few reads (measured: 4 us
-    /// of follower CPU per linearizable read). etcd's read loop does the same.
+    /// per loop iteration instead sent a heartbeat to every follower per few reads (measured:
+    /// 35-40 us of leader CPU per linearizable read before, 30-33 us after). etcd's read loop
+    /// also confirms one read index at a time.
     fn submit_queued_reads(&mut self) {
         if self.reads_queued.is_empty() {
             return;
