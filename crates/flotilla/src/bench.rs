@@ -27,13 +27,11 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use server::proto::etcdserverpb::{
-    request_op, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, StatusRequest,
-    TxnRequest, TxnResponse,
+    request_op, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
 };
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::client::ClientOptions;
 use keys::{mix64, KeyGenerator, KeyOrder};
@@ -418,18 +416,7 @@ impl Plan {
 
 /// What a status request says about the cluster.
 async fn status_of(url: &str) -> Option<(u64, u64)> {
-    let channel = Channel::from_shared(url.to_string())
-        .ok()?
-        .connect_timeout(STATUS_TIMEOUT)
-        .timeout(STATUS_TIMEOUT)
-        .connect()
-        .await
-        .ok()?;
-    let status = MaintenanceClient::new(channel)
-        .status(StatusRequest {})
-        .await
-        .ok()?
-        .into_inner();
+    let status = crate::client::member_status(url, STATUS_TIMEOUT, STATUS_TIMEOUT).await?;
     let member_id = status.header.map_or(0, |header| header.member_id);
     Some((member_id, status.leader))
 }

@@ -13,7 +13,7 @@ use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use server::proto::etcdserverpb::{
     request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, Member,
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest,
-    RangeRequest, RequestOp, ResponseOp, StatusRequest, TxnRequest,
+    RangeRequest, RequestOp, ResponseOp, StatusRequest, StatusResponse, TxnRequest,
 };
 use server::proto::mvccpb::KeyValue;
 use tonic::transport::Channel;
@@ -164,6 +164,27 @@ async fn connect(options: &ClientOptions) -> Result<Channel, String> {
         }
     }
     Err(last_error)
+}
+
+/// One member's Maintenance Status at `url` (`http://host:port`), or None if it does not
+/// connect within `connect_timeout` or answer within `timeout`. For polling members' roles.
+pub async fn member_status(
+    url: &str,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Option<StatusResponse> {
+    let channel = Channel::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .ok()?;
+    let response = MaintenanceClient::new(channel)
+        .status(StatusRequest {})
+        .await
+        .ok()?;
+    Some(response.into_inner())
 }
 
 /// The key after every key with this prefix, as etcdctl computes it.

@@ -8,8 +8,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::Args;
-use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use server::proto::etcdserverpb::StatusRequest;
 
 /// The flags of `flotilla dev`.
 #[derive(Debug, Args)]
@@ -96,18 +94,9 @@ fn spawn_nodes(args: &DevArgs) -> Result<Vec<DevNode>, String> {
 }
 
 async fn role_of(url: &str) -> Option<(bool, u64, u64)> {
-    let channel = tonic::transport::Channel::from_shared(url.to_string())
-        .ok()?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .ok()?;
-    let status = MaintenanceClient::new(channel)
-        .status(StatusRequest {})
-        .await
-        .ok()?
-        .into_inner();
+    let status =
+        crate::client::member_status(url, Duration::from_millis(300), Duration::from_millis(500))
+            .await?;
     let id = status.header.map_or(0, |header| header.member_id);
     Some((
         status.leader == id && id != 0,
