@@ -888,20 +888,13 @@ fn handle_ready(sim_node: &mut SimNode, world: &mut World, ready: Ready) -> Read
             },
         );
     }
-    // A commit index alone is written without a sync, as the contract allows, except when it
-    // commits a membership change. Rationale: a configuration takes effect when applied, and
-    // after a crash a node re-applies only up to its durable commit index. Lose a commit that
-    // made a node the last voter, with the leader that removed itself already shut down, and
-    // no one is left to tell it again: the cluster is stuck in the old configuration
-    // (docs/TESTING.md, "The commit index and membership").
-    let commits_config_change = committed_entries
-        .iter()
-        .chain(&later_entries)
-        .any(|entry| matches!(entry.payload, EntryPayload::ConfigChange(_)));
+    // A commit index alone is written without a sync, as the contract allows; the core's
+    // `must_sync` already covers a commit that applies a membership change (docs/TESTING.md,
+    // "The commit index and membership").
     let must_sync = if world.driver_bug(DriverBug::SyncOnlyEntries) {
         !ready.entries.is_empty() || ready.snapshot.is_some()
     } else {
-        ready.must_sync || commits_config_change
+        ready.must_sync
     };
     let persisted = node.storage_mut().persist(
         ready.snapshot.as_ref(),
