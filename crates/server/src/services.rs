@@ -196,21 +196,17 @@ pub fn to_status(error: ServerError) -> Status {
     Status::new(code, error.to_string())
 }
 
-fn check_size(state: &ServiceState, bytes: usize) -> Result<(), Status> {
+/// Refuses a write of `bytes` that is larger than `--max-request-bytes`, or that would take
+/// the store past `--quota-backend-bytes` (etcd counts a request's size against its quota),
+/// with etcd's errors. The quota keeps a runaway client from exhausting the node's memory and
+/// snapshots; deletes and compactions are not checked against it, so they still go through.
+fn check_write(state: &ServiceState, bytes: usize) -> Result<(), Status> {
     if bytes > state.max_request_bytes {
         return Err(Status::invalid_argument("etcdserver: request is too large"));
     }
-    Ok(())
-}
-
-/// Refuses a write that would take the store past `--quota-backend-bytes`, with etcd's
-/// error, so that a runaway client cannot exhaust the node's memory and snapshots; deletes
-/// and compactions still go through. `cost_bytes` is what the write would add, as etcd
-/// counts a request's cost against its quota.
-fn check_quota(state: &ServiceState, cost_bytes: usize) -> Result<(), Status> {
     // Through the reader: the store's lock is held by the runtime while it applies, and a
     // write request must not wait for that.
-    let size_bytes = state.reader.size_bytes().saturating_add(cost_bytes as u64);
+    let size_bytes = state.reader.size_bytes().saturating_add(bytes as u64);
     if size_bytes > state.quota_bytes {
         return Err(Status::resource_exhausted(
             "etcdserver: mvcc: database space exceeded",
@@ -267,8 +263,7 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let request = request.into_inner();
         crate::mvcc::validate_put(&request).map_err(Status::from)?;
-        check_size(&self.0, request.key.len() + request.value.len())?;
-        check_quota(&self.0, request.key.len() + request.value.len())?;
+        check_write(&self.0, request.key.len() + request.value.len())?;
         match self
             .write(internal_request::Request::Put(request.clone()))
             .await
@@ -317,8 +312,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
-        check_size(&self.0, prost::Message::encoded_len(&request))?;
-        check_quota(&self.0, prost::Message::encoded_len(&request))?;
+        check_write(&self.0, prost::Message::encoded_len(&request))?;
         crate::mvcc::validate_txn(&request, crate::mvcc::MAX_TXN_OPERATIONS_DEFAULT)
             .map_err(Status::from)?;
         match self
