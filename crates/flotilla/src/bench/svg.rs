@@ -208,14 +208,23 @@ fn frame(out: &mut String, band: (f64, f64)) {
     );
 }
 
-fn timeline_panel(out: &mut String, chart: &Chart) {
-    let band = TIMELINE_PX;
+/// A panel's title, above its band.
+fn panel_title(out: &mut String, band: (f64, f64), title: &str) {
     text(
         out,
         LEFT_PX,
         band.0 - 12.0,
         "start",
         r#" font-weight="bold""#,
+        title,
+    );
+}
+
+fn timeline_panel(out: &mut String, chart: &Chart) {
+    let band = TIMELINE_PX;
+    panel_title(
+        out,
+        band,
         &format!(
             "Latency over time (each point: requests completed in {} s)",
             label(chart.timeline_bucket_width_s)
@@ -305,14 +314,7 @@ fn timeline_panel(out: &mut String, chart: &Chart) {
 
 fn histogram_panel(out: &mut String, chart: &Chart) {
     let band = HISTOGRAM_PX;
-    text(
-        out,
-        LEFT_PX,
-        band.0 - 12.0,
-        "start",
-        r#" font-weight="bold""#,
-        "Latency histogram (successful requests)",
-    );
+    panel_title(out, band, "Latency histogram (successful requests)");
     let axis = LogAxis::covering(chart.bins.iter().flat_map(|bin| [bin.low_ms, bin.high_ms]));
     let most = chart
         .bins
