@@ -349,12 +349,12 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     if !report_text.is_empty() {
         tracing::warn!("{report_text}");
     }
-    let snapshot_index = raft::LogStorage::first_index(&disk_log) - 1;
     // The state machine lives in memory: rebuild it from the newest snapshot, then (below)
     // the core replays the committed log after it.
     let snapshot = disk_log
         .read_snapshot()
         .map_err(|error| format!("reading the newest snapshot: {error}"))?;
+    let snapshot_index = snapshot.meta.index;
     if snapshot.meta.index > state_machine.applied_index() {
         state_machine
             .restore(&snapshot.data)
