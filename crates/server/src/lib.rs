@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod identity;
 pub mod mvcc;
 pub mod proto;
 pub mod runtime;

@@ -12,6 +12,7 @@ use storage::Bootstrap;
 use tokio::sync::mpsc;
 
 use crate::config::{InitialClusterState, ServeConfig, TICK_INTERVAL};
+use crate::identity::Identity;
 use crate::mvcc::{
     ApplyOutcome, MvccError, MvccOptions, MvccReader, MvccStore, Response as MvccResponse,
 };
@@ -197,37 +198,37 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     std::fs::create_dir_all(&member_directory)
         .map_err(|error| format!("creating {}: {error}", member_directory.display()))?;
     let existing = has_existing_data(&member_directory);
+    let identity = resolve_identity(&config, &member_directory, existing)?;
+    let member_id = identity.member_id;
     let store = MvccStore::new(MvccOptions::default());
-    let token = &args.initial_cluster_token;
-    let initial: Vec<MemberAttributes> = config
-        .initial_members
+    let founders: Vec<MemberAttributes> = identity
+        .founders
         .iter()
-        .map(|member| {
-            let id = crate::cluster::member_id(&member.peer_urls, token);
-            MemberAttributes {
-                id,
-                name: member.name.clone(),
-                peer_urls: member.peer_urls.clone(),
-                client_urls: if id == config.member_id {
-                    config.client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-                is_learner: false,
-                removed: false,
-            }
+        .map(|(id, name, peer_urls)| MemberAttributes {
+            id: *id,
+            name: name.clone(),
+            peer_urls: peer_urls.clone(),
+            client_urls: if *id == member_id {
+                config.client_urls.clone()
+            } else {
+                Vec::new()
+            },
+            is_learner: false,
+            removed: false,
         })
         .collect();
-    let bootstrap = match (existing, args.initial_cluster_state) {
-        (_, InitialClusterState::New) => Bootstrap::Founder(ConfigState::with_voters(
-            initial.iter().map(|member| member.id),
-        )),
-        (_, InitialClusterState::Existing) => Bootstrap::Joiner,
+    // Only read for an empty data directory: a log on disk starts from itself.
+    let bootstrap = if founders.is_empty() {
+        Bootstrap::Joiner
+    } else {
+        Bootstrap::Founder(ConfigState::with_voters(
+            founders.iter().map(|member| member.id),
+        ))
     };
     let store = Arc::new(Mutex::new(store));
-    let initial_members = (args.initial_cluster_state == InitialClusterState::New).then(|| {
+    let initial_members = (!founders.is_empty()).then(|| {
         let mut encoded = Vec::new();
-        for member in &initial {
+        for member in &founders {
             member
                 .encode_length_delimited(&mut encoded)
                 .expect("a Vec grows as needed");
@@ -236,34 +237,45 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     });
     let peer_address = resolve_address(&config.peer_listen_address).await?;
     let (inbound_sender, inbound) = mpsc::channel(65_536);
-    // The cluster id derives from the founding members, which a member joining a running
-    // cluster does not know (its --initial-cluster lists the members of today): it takes the
-    // id from the first peer that connects to it, as an etcd member joining learns it from
-    // its peers (see TransportConfig::cluster_id).
-    let transport_cluster_id = match args.initial_cluster_state {
-        InitialClusterState::New => config.cluster_id,
-        InitialClusterState::Existing => 0,
-    };
+    // A founder knows the cluster id from the founding members. A member joining a running
+    // cluster does not (its --initial-cluster lists the members of today): it takes the id
+    // from the first peer that connects to it, as an etcd member joining learns it from its
+    // peers (see TransportConfig::cluster_id), and records it as soon as it has it.
     let transport = Transport::start(
-        TransportConfig::new(config.member_id, transport_cluster_id, peer_address),
+        TransportConfig::new(member_id, identity.cluster_id, peer_address),
         inbound_sender,
     )
     .await
     .map_err(|error| format!("starting the peer transport: {error}"))?;
     let network = Arc::new(transport);
-    for member in &initial {
-        if member.id == config.member_id {
+    let known_members = founders.iter().map(|member| (member.id, &member.peer_urls));
+    let flagged_members = config.initial_members.iter().map(|member| {
+        (
+            crate::cluster::member_id(&member.peer_urls, &args.initial_cluster_token),
+            &member.peer_urls,
+        )
+    });
+    for (id, peer_urls) in known_members.chain(flagged_members) {
+        if id == member_id {
             continue;
         }
-        if let Some(url) = member.peer_urls.first() {
+        if let Some(url) = peer_urls.first() {
             if let Ok(address) = crate::cluster::host_and_port(url) {
-                PeerNetwork::set_peer(network.as_ref(), member.id, address);
+                PeerNetwork::set_peer(network.as_ref(), id, address);
             }
         }
     }
+    let mut servers = Vec::new();
+    if identity.cluster_id == 0 {
+        servers.push(tokio::spawn(record_learned_cluster_id(
+            Arc::clone(&network),
+            identity.clone(),
+            member_directory.clone(),
+        )));
+    }
     let runtime_config = RuntimeConfig {
-        id: config.member_id,
-        cluster_id: config.cluster_id,
+        id: member_id,
+        cluster_id: identity.cluster_id,
         log_directory: member_directory.clone(),
         bootstrap,
         tick_interval: TICK_INTERVAL,
@@ -280,12 +292,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     let state = ServiceState::new(
         handle.clone(),
         reader,
-        token.clone(),
+        args.initial_cluster_token.clone(),
         args.max_request_bytes,
         args.quota_backend_bytes,
         Box::new(move || transport_for_ids.cluster_id()),
     );
-    let mut servers = Vec::new();
     let mut client_addresses = Vec::new();
     for address in &config.client_listen_addresses {
         let address = resolve_address(address).await?;
@@ -313,7 +324,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         }));
     }
     let own = MemberAttributes {
-        id: config.member_id,
+        id: member_id,
         name: args.name.clone(),
         peer_urls: config.peer_urls.clone(),
         client_urls: config.client_urls.clone(),
@@ -327,6 +338,110 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         transport: network,
         servers,
     })
+}
+
+/// Who this member is: from its data directory when that holds state (the flags that name
+/// the initial cluster are then ignored, as etcd ignores them), from the flags otherwise, and
+/// recorded durably before the member talks to anyone.
+fn resolve_identity(
+    config: &ServeConfig,
+    member_directory: &Path,
+    existing: bool,
+) -> Result<Identity, String> {
+    let args = &config.args;
+    let from_flags = Identity {
+        member_id: config.member_id,
+        cluster_id: match args.initial_cluster_state {
+            InitialClusterState::New => config.cluster_id,
+            InitialClusterState::Existing => 0,
+        },
+        founders: match args.initial_cluster_state {
+            InitialClusterState::New => config
+                .initial_members
+                .iter()
+                .map(|member| {
+                    (
+                        crate::cluster::member_id(&member.peer_urls, &args.initial_cluster_token),
+                        member.name.clone(),
+                        member.peer_urls.clone(),
+                    )
+                })
+                .collect(),
+            InitialClusterState::Existing => Vec::new(),
+        },
+    };
+    let stored = Identity::load(member_directory).map_err(|error| error.to_string())?;
+    match stored {
+        Some(stored) if existing => {
+            // Another member's data, of another cluster: the flags' member id derives from
+            // this member's own peer URLs and token, which membership changes elsewhere do not
+            // move, so both differing means the directory is not this member's.
+            let flags_cluster_id = config.cluster_id;
+            if stored.member_id != config.member_id
+                && stored.cluster_id != 0
+                && stored.cluster_id != flags_cluster_id
+            {
+                return Err(format!(
+                    "the data directory {} belongs to member {:x} of cluster {:x}, but the flags \
+                     describe member {:x} of cluster {:x}: give this member its own data \
+                     directory, or an empty one",
+                    member_directory.display(),
+                    stored.member_id,
+                    stored.cluster_id,
+                    config.member_id,
+                    flags_cluster_id
+                ));
+            }
+            tracing::info!(
+                "member {:x} of cluster {:x} resumes from {}; --initial-cluster, \
+                 --initial-cluster-state and --initial-cluster-token are ignored",
+                stored.member_id,
+                stored.cluster_id,
+                member_directory.display()
+            );
+            Ok(stored)
+        }
+        _ => {
+            if existing {
+                // A log written before the identity file existed: the flags still say who
+                // the member is, as they did then.
+                tracing::info!(
+                    "recording the identity of member {:x} in {}",
+                    from_flags.member_id,
+                    member_directory.display()
+                );
+            }
+            from_flags
+                .save(member_directory)
+                .map_err(|error| format!("recording the member's identity: {error}"))?;
+            Ok(from_flags)
+        }
+    }
+}
+
+/// Records the cluster id a joining member learned from its peers, once it has, so that it
+/// knows it at its next start even if no peer can tell it then (a whole-cluster restart).
+async fn record_learned_cluster_id(
+    transport: Arc<Transport>,
+    mut identity: Identity,
+    member_directory: std::path::PathBuf,
+) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        interval.tick().await;
+        let cluster_id = transport.cluster_id();
+        if cluster_id == 0 {
+            continue;
+        }
+        identity.cluster_id = cluster_id;
+        let saved = tokio::task::spawn_blocking(move || identity.save(&member_directory)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!("recording the learned cluster id: {error}"),
+            Err(error) => tracing::error!("recording the learned cluster id: {error}"),
+        }
+        return;
+    }
 }
 
 /// Publishes this node's name and client URLs through the log, so that every node can list
