@@ -27,7 +27,8 @@ pub enum WalCommand {
 /// Arguments of the `wal` subcommands.
 #[derive(Debug, Args)]
 pub struct WalArgs {
-    /// A node's storage directory: the one holding `wal/` and `snapshots/`.
+    /// A node's data directory (the one `serve --data-dir` was given), or the storage
+    /// directory inside it: the one holding `wal/` and `snapshots/`.
     directory: PathBuf,
 }
 
@@ -76,6 +77,14 @@ fn open(directory: &Path) -> Result<Inspection, String> {
     if !directory.is_dir() {
         return Err(format!("{} is not a directory", directory.display()));
     }
+    // `serve --data-dir DIR` keeps its storage in DIR/member, as etcd does; an operator hands
+    // this command the directory they gave `serve`.
+    let inner = directory.join("member");
+    let directory = if !directory.join("wal").exists() && inner.join("wal").is_dir() {
+        inner.as_path()
+    } else {
+        directory
+    };
     inspect(&StdDisk, directory).map_err(|error| {
         let mut message = error.to_string();
         if directory.file_name().is_some_and(|name| name == "wal") {

@@ -1,6 +1,7 @@
 //! `flotilla wal inspect` and `flotilla wal verify`, run as the built binary on storage
 //! directories the storage crate wrote on the real disk: sound, with a torn final write, with a
-//! flipped bit in an old record, with a damaged snapshot, and wrong directories.
+//! flipped bit in an old record, with a damaged snapshot, given as the data directory around it,
+//! and wrong directories.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -225,5 +226,27 @@ fn wrong_directories_are_clear_errors() {
         stderr(&output).contains("the directory above it"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn the_data_directory_serve_was_given_is_accepted_for_the_member_directory_inside_it() {
+    let temporary = tempfile::tempdir().unwrap();
+    let data_directory = temporary.path().join("node-1.data");
+    write_storage(&data_directory.join("member"));
+    for command in ["verify", "inspect"] {
+        let output = flotilla(&["wal", command], &data_directory);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = stdout(&output);
+        assert!(text.contains("no problem found"), "{text}");
+        assert!(text.contains("last index 301"), "{text}");
+    }
+    let listing = stdout(&flotilla(&["wal", "inspect"], &data_directory));
+    assert!(
+        listing.contains(&format!(
+            "storage directory {}",
+            data_directory.join("member").display()
+        )),
+        "{listing}"
     );
 }
