@@ -10,4 +10,5 @@ pub mod proto;
 pub mod runtime;
 pub mod serve;
 pub mod services;
+pub mod shell;
 pub mod transport;

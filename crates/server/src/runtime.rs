@@ -1,31 +1,29 @@
-//! The node runtime: one task per node that drives the Raft core.
+//! The node runtime: one tokio task per node around its [`NodeShell`].
 //!
-//! The loop ticks the core, steps peer messages and client requests, and handles each `Ready`
-//! exactly as its contract says: send the leader's replication messages and apply the
-//! committed entries already persisted (both allowed before persisting), persist through the
-//! WAL (one write and one fdatasync for all the entries and hard state of the Ready — group
-//! commit: whatever queued up while the previous fdatasync ran goes down together), then send
-//! the rest, then apply the remaining committed entries to the state machine (one batch per
-//! step), then answer waiting clients and release reads, then advance.
+//! The loop ticks the shell, steps peer messages and client requests into it, has it carry
+//! out every `Ready` (the shell is the one place the Ready contract is carried out; see
+//! [`crate::shell`]), hands its answers back to the waiting callers, writes snapshot files on
+//! a blocking thread, and keeps the transport connected to the members the log knows.
 //!
 //! Rationale for one loop that does its disk work inline (on a blocking-friendly thread): the
 //! leader's appends are already on their way while it writes, so the followers' writes and its
 //! own overlap, and batching across Readys gives group commit.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message as _;
-use raft::{
-    ConfigChange, ConfigState, EntryPayload, Node, NodeId, ProposeError, ReadIndexError, Role,
-};
+use raft::{ConfigChange, ConfigState, EntryPayload, Node, NodeId, Role};
 use storage::{Bootstrap, DiskLog, DiskLogOptions, StdDisk};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::proto::flotillapb::{internal_request, InternalRequest, MemberAttributes};
+use crate::shell::{
+    Answer, NodeShell, Outcome, ShellConfig, ShellError, ShellNetwork, ShellStateMachine,
+};
 
 /// Errors a client sees, with etcd's messages where clients rely on them.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +58,21 @@ pub enum ServerError {
     /// The state machine refused the request (its message is etcd's).
     #[error("{0}")]
     StateMachine(String),
+}
+
+impl From<ShellError> for ServerError {
+    fn from(error: ShellError) -> ServerError {
+        match error {
+            ShellError::NoLeader => ServerError::NoLeader,
+            ShellError::NotLeader { leader } => ServerError::NotLeader { leader },
+            ShellError::LeaderChanged => ServerError::LeaderChanged,
+            ShellError::TooManyRequests => ServerError::TooManyRequests,
+            ShellError::ConfigChangeInProgress => ServerError::ConfigChangeInProgress,
+            ShellError::InvalidConfigChange(message) => ServerError::InvalidConfigChange(message),
+            ShellError::Timeout => ServerError::Timeout,
+            ShellError::Stopped => ServerError::Stopped,
+        }
+    }
 }
 
 /// Each applied request's id and outcome, as [`StateMachine::apply`] returns them.
@@ -256,64 +269,82 @@ impl NodeHandle {
     }
 }
 
-/// A reply waiting for its entry, with its deadline.
-struct Waiter<T> {
-    reply: oneshot::Sender<Result<T, ServerError>>,
-    deadline: Instant,
+/// The caller behind a request the shell holds: where its answer goes.
+enum Reply {
+    Propose(oneshot::Sender<Result<Applied, ServerError>>),
+    Read(oneshot::Sender<Result<(), ServerError>>),
+    ConfigChange(oneshot::Sender<Result<ConfigState, ServerError>>),
 }
+
+/// The shell's network: the transport, shared with the loop (which also connects peers).
+struct SendThrough<N>(Arc<N>);
+
+impl<N: PeerNetwork> ShellNetwork for SendThrough<N> {
+    fn send(&mut self, messages: Vec<raft::Message>) {
+        if !messages.is_empty() {
+            self.0.send(messages);
+        }
+    }
+}
+
+/// The shell's state machine: decodes each entry's [`InternalRequest`] for the
+/// [`StateMachine`], which the services also read, and notes when the member list may have
+/// changed.
+struct Decoding<M> {
+    inner: Arc<M>,
+    members_changed: bool,
+}
+
+impl<M: StateMachine> ShellStateMachine for Decoding<M> {
+    type Response = Result<Applied, ServerError>;
+
+    fn apply(&mut self, entries: &[raft::Entry]) -> Result<RequestOutcomes, String> {
+        let mut batch = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match &entry.payload {
+                EntryPayload::Normal(data) => match InternalRequest::decode(data.clone()) {
+                    Ok(request) => {
+                        self.members_changed |=
+                            matches!(request.request, Some(internal_request::Request::Member(_)));
+                        batch.push((entry.index, Some(request)));
+                    }
+                    Err(error) => {
+                        // Every node decodes the same bytes alike, so every node skips it.
+                        tracing::error!("entry {} does not decode: {error}", entry.index);
+                        batch.push((entry.index, None));
+                    }
+                },
+                EntryPayload::ConfigChange(_) | EntryPayload::Empty => {
+                    batch.push((entry.index, None));
+                }
+            }
+        }
+        self.inner.apply(batch)
+    }
+
+    fn snapshot(&mut self) -> Result<Bytes, String> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &raft::Snapshot) -> Result<(), String> {
+        self.members_changed = true;
+        self.inner.restore(&snapshot.data)
+    }
+}
+
+/// The node's shell, as the runtime instantiates it.
+type Shell<N, M> = NodeShell<DiskLog<StdDisk>, SendThrough<N>, Decoding<M>, Reply>;
 
 /// The loop's state.
 struct Runtime<N: PeerNetwork, M: StateMachine> {
     config: RuntimeConfig,
-    node: Node<DiskLog<StdDisk>>,
+    shell: Shell<N, M>,
     network: Arc<N>,
     state_machine: Arc<M>,
-    /// Proposals by request id.
-    proposals: HashMap<u64, Waiter<Applied>>,
-    /// Membership changes by log index.
-    config_changes: BTreeMap<u64, Waiter<ConfigState>>,
-    /// Reads by context, until the core releases them.
-    reads_requested: HashMap<u64, Waiter<()>>,
-    /// Reads that arrived while earlier ones were waiting for their heartbeat round; they go
-    /// to the core together, to share the next round.
-    reads_queued: Vec<Waiter<()>>,
-    /// When the reads now in the core were handed to it.
-    reads_requested_since: Instant,
-    /// Released reads waiting for the applied index to reach theirs.
-    reads_released: VecDeque<(u64, Waiter<()>)>,
-    next_request_id: u64,
-    snapshot_index: u64,
-    /// Applied entries past `snapshot_index` at which this node snapshots: the configured
-    /// count plus a few percent that differ by node (Rationale: nodes that snapshot at the
-    /// same index pause together).
-    snapshot_entries: u64,
-    /// Set while a snapshot file is being written on another thread.
-    snapshot_saving: bool,
-    /// Where that thread reports the saved snapshot (or why it failed).
-    snapshot_saved: mpsc::Sender<Result<raft::SnapshotMeta, String>>,
+    /// Where the thread writing a snapshot file reports it saved (or why it failed).
+    snapshot_saved: mpsc::Sender<Result<raft::Snapshot, String>>,
     status: watch::Sender<NodeStatus>,
     known_peers: BTreeMap<NodeId, String>,
-}
-
-/// What applying some committed entries changed, for the rest of the Ready's handling.
-#[derive(Default)]
-struct AppliedEntries {
-    /// The index of the last entry applied.
-    last_index: Option<u64>,
-    /// Indexes of the membership changes among them, to answer once the core applied them.
-    config_change_indexes: Vec<u64>,
-    /// True if the members or their addresses may have changed.
-    members_changed: bool,
-}
-
-impl AppliedEntries {
-    /// Adds what a later batch changed.
-    fn merge(&mut self, later: AppliedEntries) {
-        self.last_index = later.last_index.or(self.last_index);
-        self.config_change_indexes
-            .extend(later.config_change_indexes);
-        self.members_changed |= later.members_changed;
-    }
 }
 
 /// How a snapshot file is written beside the WAL: 4 MiB at a time, each synced, with a short
@@ -376,8 +407,30 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     };
     let (status_sender, status_receiver) = watch::channel(initial_status);
     let (snapshot_saved_sender, snapshot_saved) = mpsc::channel(1);
+    // Applied entries past the last snapshot at which this node snapshots: the configured
+    // count plus a few percent that differ by node (Rationale: nodes that snapshot at the same
+    // index pause together).
     let snapshot_entries =
         config.snapshot_entries + random_seed(config.id) % (config.snapshot_entries / 20 + 1);
+    let tick_nanos = config.tick_interval.as_nanos().max(1);
+    let shell_config = ShellConfig {
+        snapshot_entries,
+        request_timeout_ticks: config.request_timeout.as_nanos().div_ceil(tick_nanos) as u64,
+        waiters_max: WAITERS_MAX,
+        read_round_overdue_ticks: 2,
+        first_request_id: random_seed(config.id.rotate_left(17)),
+    };
+    let shell = NodeShell::new(
+        node,
+        SendThrough(Arc::clone(&network)),
+        Decoding {
+            inner: Arc::clone(&state_machine),
+            members_changed: false,
+        },
+        (),
+        snapshot_index,
+        shell_config,
+    );
     let handle = NodeHandle {
         id: config.id,
         cluster_id: config.cluster_id,
@@ -386,20 +439,10 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
         request_timeout: config.request_timeout,
     };
     let runtime = Runtime {
-        next_request_id: random_seed(config.id.rotate_left(17)),
         config,
-        node,
+        shell,
         network,
         state_machine,
-        proposals: HashMap::new(),
-        config_changes: BTreeMap::new(),
-        reads_requested: HashMap::new(),
-        reads_queued: Vec::new(),
-        reads_requested_since: Instant::now(),
-        reads_released: VecDeque::new(),
-        snapshot_index,
-        snapshot_entries,
-        snapshot_saving: false,
         snapshot_saved: snapshot_saved_sender,
         status: status_sender,
         known_peers: BTreeMap::new(),
@@ -434,7 +477,7 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
         mut self,
         mut inbound: mpsc::Receiver<raft::Message>,
         mut requests: mpsc::Receiver<Request>,
-        mut snapshot_saved: mpsc::Receiver<Result<raft::SnapshotMeta, String>>,
+        mut snapshot_saved: mpsc::Receiver<Result<raft::Snapshot, String>>,
     ) {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -442,31 +485,30 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    self.node.tick();
-                    self.expire_waiters();
+                    self.shell.tick();
                     let (unreachable, snapshots) = self.network.take_reports();
                     for peer in unreachable {
-                        self.node.report_unreachable(peer);
+                        self.shell.report_unreachable(peer);
                     }
                     for (peer, success) in snapshots {
-                        self.node.report_snapshot(peer, success);
+                        self.shell.report_snapshot(peer, success);
                     }
                 }
                 message = inbound.recv() => {
                     let Some(message) = message else { break };
-                    self.node.step(message);
+                    self.shell.step(message);
                     for _ in 0..BATCH_MAX {
                         match inbound.try_recv() {
-                            Ok(message) => self.node.step(message),
+                            Ok(message) => self.shell.step(message),
                             Err(_) => break,
                         }
                     }
                 }
                 saved = snapshot_saved.recv() => {
                     let Some(saved) = saved else { break };
-                    if let Err(error) = self.adopt_snapshot(saved) {
-                        tracing::error!("stopping node {}: {error}", self.config.id);
-                        self.status.send_modify(|status| status.errors.push(error));
+                    let shell = &mut self.shell;
+                    if let Err(error) = tokio::task::block_in_place(|| shell.adopt_snapshot(saved)) {
+                        self.stop(error);
                         break;
                     }
                 }
@@ -481,304 +523,114 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
                     }
                 }
             }
-            if let Err(error) = self.handle_readies_and_reads() {
-                tracing::error!("stopping node {}: {error}", self.config.id);
-                self.status.send_modify(|status| status.errors.push(error));
+            let shell = &mut self.shell;
+            let handled = tokio::task::block_in_place(|| shell.handle_readies());
+            self.deliver_answers();
+            if let Err(error) = handled {
+                self.stop(error);
                 break;
+            }
+            if self.shell.take_config_applied()
+                | std::mem::take(&mut self.shell.state_machine_mut().members_changed)
+            {
+                self.update_peers();
+            }
+            if let Some(job) = self.shell.take_snapshot_job() {
+                self.write_snapshot(job);
             }
             self.publish_status();
         }
-        self.fail_all_waiters();
+        self.shell.fail_all_waiters();
+        self.deliver_answers();
+    }
+
+    /// Records why the node stops, for status calls.
+    fn stop(&mut self, error: String) {
+        tracing::error!("stopping node {}: {error}", self.config.id);
+        self.status.send_modify(|status| status.errors.push(error));
     }
 
     fn handle_request(&mut self, request: Request) {
-        let deadline = Instant::now() + self.config.request_timeout;
         match request {
             Request::Propose { request, reply } => {
-                if self.proposals.len() >= WAITERS_MAX {
-                    let _ = reply.send(Err(ServerError::TooManyRequests));
-                    return;
-                }
-                self.next_request_id = self.next_request_id.wrapping_add(1);
-                let id = self.next_request_id;
+                let id = self.shell.next_request_id();
                 let entry = InternalRequest {
                     id,
                     request: Some(request),
                 };
-                match self.node.propose(Bytes::from(entry.encode_to_vec())) {
-                    Ok(_) => {
-                        self.proposals.insert(id, Waiter { reply, deadline });
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
+                self.shell.propose(
+                    id,
+                    Bytes::from(entry.encode_to_vec()),
+                    Reply::Propose(reply),
+                );
             }
-            Request::ReadIndex { reply } => {
-                if self.reads_requested.len() + self.reads_queued.len() >= WAITERS_MAX {
-                    let _ = reply.send(Err(ServerError::TooManyRequests));
-                    return;
-                }
-                self.reads_queued.push(Waiter { reply, deadline });
-            }
-            Request::ConfigChange { change, reply } => {
-                match self.node.propose_config_change(change) {
-                    Ok(index) => {
-                        self.config_changes
-                            .insert(index, Waiter { reply, deadline });
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
-            }
+            Request::ReadIndex { reply } => self.shell.read(Reply::Read(reply)),
+            Request::ConfigChange { change, reply } => self
+                .shell
+                .propose_config_change(change, Reply::ConfigChange(reply)),
             Request::TransferLeadership { target, reply } => {
                 let result = self
-                    .node
+                    .shell
                     .transfer_leadership(target)
-                    .map_err(|error| ServerError::InvalidConfigChange(error.to_string()));
+                    .map_err(ServerError::from);
                 let _ = reply.send(result);
             }
         }
     }
 
-    /// Hands queued reads to the core when it may start a round for them, and handles every
-    /// Ready; again if releasing reads let queued ones go.
-    fn handle_readies_and_reads(&mut self) -> Result<(), String> {
-        loop {
-            self.submit_queued_reads();
-            self.handle_readies()?;
-            if self.reads_queued.is_empty() || !self.reads_requested.is_empty() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Registers the queued reads with the core, all at once so that they share one heartbeat
-    /// round, when no earlier reads are still waiting for theirs (or those have waited two
-    /// ticks: a lost round must not hold the queue up).
-    ///
-    /// Rationale: a read must be registered before the round that confirms it is sent, so a
-    /// read arriving while a round is in flight cannot use that round anyway; starting one round
-    /// per loop iteration instead sent a heartbeat to every follower per few reads (measured:
-    /// 35-40 us of leader CPU per linearizable read before, 30-33 us after). etcd's read loop
-    /// also confirms one read index at a time.
-    fn submit_queued_reads(&mut self) {
-        if self.reads_queued.is_empty() {
-            return;
-        }
-        let round_overdue = self.reads_requested_since.elapsed() >= self.config.tick_interval * 2;
-        if !self.reads_requested.is_empty() && !round_overdue {
-            return;
-        }
-        self.reads_requested_since = Instant::now();
-        for waiter in std::mem::take(&mut self.reads_queued) {
-            self.next_request_id = self.next_request_id.wrapping_add(1);
-            let context = self.next_request_id;
-            match self.node.read_index(context) {
-                Ok(()) => {
-                    self.reads_requested.insert(context, waiter);
+    /// Hands the shell's answers to the callers waiting for them. A caller that gave up has
+    /// dropped its receiver; its answer is dropped too.
+    fn deliver_answers(&mut self) {
+        for Answer { waiter, outcome } in self.shell.take_answers() {
+            match (waiter, outcome) {
+                (Reply::Propose(reply), Outcome::Applied(result)) => {
+                    let _ = reply.send(result);
                 }
-                Err(ReadIndexError::NoLeader) => {
-                    let _ = waiter.reply.send(Err(ServerError::NoLeader));
+                (Reply::Read(reply), Outcome::ReadReady) => {
+                    let _ = reply.send(Ok(()));
+                }
+                (Reply::ConfigChange(reply), Outcome::ConfigChanged(config)) => {
+                    let _ = reply.send(Ok(config));
+                }
+                (Reply::Propose(reply), Outcome::Failed(error)) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+                (Reply::Read(reply), Outcome::Failed(error)) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+                (Reply::ConfigChange(reply), Outcome::Failed(error)) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+                (_, outcome) => {
+                    unreachable!("the shell answers each request with its own kind: {outcome:?}")
                 }
             }
         }
     }
 
-    fn handle_readies(&mut self) -> Result<(), String> {
-        while self.node.has_ready() {
-            let mut ready = self.node.ready();
-            // 0. What the contract allows before persisting: the leader's replication messages
-            // leave now, so the followers write in parallel with this node, and entries that
-            // earlier Readys persisted are applied (and their clients answered) without
-            // waiting for this Ready's fdatasync.
-            self.network.send(std::mem::take(&mut ready.early_messages));
-            let mut committed = std::mem::take(&mut ready.committed_entries);
-            let committed_later = committed.split_off(ready.committed_entries_persisted);
-            let mut applied = self.apply(committed)?;
-            // 1. Persist: one write and one fdatasync for the whole Ready.
-            let entries = std::mem::take(&mut ready.entries);
-            let snapshot = ready.snapshot.take();
-            let must_sync = ready.must_sync;
-            let hard_state = ready.hard_state;
-            let storage = self.node.storage_mut();
-            tokio::task::block_in_place(|| -> Result<(), String> {
-                if let Some(snapshot) = &snapshot {
-                    storage
-                        .install_snapshot(snapshot.clone())
-                        .map_err(|error| format!("installing a snapshot: {error}"))?;
-                }
-                storage
-                    .stage_ready(hard_state, &entries)
-                    .map_err(|error| format!("writing the log: {error}"))?;
-                if must_sync || snapshot.is_some() {
-                    storage
-                        .sync()
-                        .map_err(|error| format!("syncing the log: {error}"))?;
-                } else {
-                    storage
-                        .write()
-                        .map_err(|error| format!("writing the log: {error}"))?;
-                }
-                Ok(())
-            })?;
-            // 2. Send.
-            self.network.send(std::mem::take(&mut ready.messages));
-            // 3. Apply: the snapshot, then the rest of the committed entries.
-            if let Some(snapshot) = &snapshot {
-                let state_machine = Arc::clone(&self.state_machine);
-                tokio::task::block_in_place(|| state_machine.restore(&snapshot.data))
-                    .map_err(|error| format!("restoring a snapshot: {error}"))?;
-                self.snapshot_index = snapshot.meta.index;
-                applied.members_changed = true;
-            }
-            applied.merge(self.apply(committed_later)?);
-            let read_states = std::mem::take(&mut ready.read_states);
-            // 5. Advance: the core applies membership changes now.
-            self.node.advance();
-            for index in applied.config_change_indexes {
-                if let Some(waiter) = self.config_changes.remove(&index) {
-                    let _ = waiter.reply.send(Ok(self.node.config_state().clone()));
-                }
-            }
-            // 4. Reads, once applied far enough (applying is synchronous here).
-            for read in read_states {
-                if let Some(waiter) = self.reads_requested.remove(&read.context) {
-                    self.reads_released.push_back((read.index, waiter));
-                }
-            }
-            self.release_reads();
-            if applied.members_changed {
-                self.update_peers();
-            }
-            if let Some(index) = applied.last_index {
-                self.maybe_snapshot(index)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies committed entries in one state machine batch and answers their proposers.
-    fn apply(&mut self, committed: Vec<raft::Entry>) -> Result<AppliedEntries, String> {
-        let mut applied = AppliedEntries {
-            last_index: committed.last().map(|entry| entry.index),
-            ..AppliedEntries::default()
-        };
-        let mut batch = Vec::with_capacity(committed.len());
-        for entry in committed {
-            match entry.payload {
-                EntryPayload::Normal(data) => match InternalRequest::decode(data) {
-                    Ok(request) => {
-                        applied.members_changed |=
-                            matches!(request.request, Some(internal_request::Request::Member(_)));
-                        batch.push((entry.index, Some(request)));
-                    }
-                    Err(error) => {
-                        // Every node decodes the same bytes alike, so every node skips it.
-                        tracing::error!("entry {} does not decode: {error}", entry.index);
-                        batch.push((entry.index, None));
-                    }
-                },
-                EntryPayload::ConfigChange(_) => {
-                    applied.config_change_indexes.push(entry.index);
-                    applied.members_changed = true;
-                    batch.push((entry.index, None));
-                }
-                EntryPayload::Empty => batch.push((entry.index, None)),
-            }
-        }
-        if !batch.is_empty() {
-            let outcomes = self
-                .state_machine
-                .apply(batch)
-                .map_err(|error| format!("applying entries: {error}"))?;
-            for (id, outcome) in outcomes {
-                if let Some(waiter) = self.proposals.remove(&id) {
-                    let _ = waiter.reply.send(outcome);
-                }
-            }
-        }
-        Ok(applied)
-    }
-
-    fn release_reads(&mut self) {
-        let applied = self.node.applied_index();
-        let mut waiting = VecDeque::new();
-        for (index, waiter) in self.reads_released.drain(..) {
-            if index <= applied {
-                let _ = waiter.reply.send(Ok(()));
-            } else {
-                waiting.push_back((index, waiter));
-            }
-        }
-        self.reads_released = waiting;
-    }
-
-    /// Takes a snapshot once enough entries were applied since the last: the image is taken
-    /// here, between two batches, and its file written on another thread; the log is
-    /// compacted to it when that thread reports ([`Runtime::adopt_snapshot`]).
-    ///
-    /// Rationale: writing and syncing the file took most of the time (0.7 s of 1.1 s for a
-    /// 125 MB image), and every node stalled for it, on its commit path, every
-    /// `--snapshot-count` entries.
-    fn maybe_snapshot(&mut self, applied: u64) -> Result<(), String> {
-        if self.snapshot_saving || applied < self.snapshot_index + self.snapshot_entries {
-            return Ok(());
-        }
-        let config = self.node.config_state().clone();
-        let Some(meta) = self.node.storage_mut().snapshot_meta_at(applied, config) else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        let state_machine = Arc::clone(&self.state_machine);
-        let image = tokio::task::block_in_place(|| state_machine.snapshot())
-            .map_err(|error| format!("taking a snapshot image: {error}"))?;
-        let image_time = started.elapsed();
-        let store = self.node.storage_mut().snapshot_store();
+    /// Writes a snapshot file on a blocking thread, paced, and reports it to the loop.
+    fn write_snapshot(&mut self, job: crate::shell::SnapshotJob<storage::SnapshotStore<StdDisk>>) {
         let report = self.snapshot_saved.clone();
-        self.snapshot_saving = true;
         tokio::task::spawn_blocking(move || {
-            let image_bytes = image.len();
-            let snapshot = raft::Snapshot {
-                meta: meta.clone(),
-                data: image,
-            };
-            let saved = store
-                .save_paced(&snapshot, Some(SNAPSHOT_SAVE_PACING))
-                .map(|_| meta)
-                .map_err(|error| format!("saving a snapshot: {error}"));
+            let started = Instant::now();
+            let index = job.snapshot.meta.index;
+            let image_bytes = job.snapshot.data.len();
+            let saved = job.write(Some(SNAPSHOT_SAVE_PACING));
             tracing::info!(
-                index = snapshot.meta.index,
+                index,
                 image_bytes,
-                image_ms = image_time.as_millis() as u64,
-                total_ms = started.elapsed().as_millis() as u64,
+                write_ms = started.elapsed().as_millis() as u64,
                 "snapshot saved"
             );
             // The loop is gone if the node stopped meanwhile; the file is then just the
             // newest snapshot on disk, as after a crash here.
             let _ = report.blocking_send(saved);
         });
-        Ok(())
-    }
-
-    /// Compacts the log to a snapshot whose file is now durable.
-    fn adopt_snapshot(&mut self, saved: Result<raft::SnapshotMeta, String>) -> Result<(), String> {
-        self.snapshot_saving = false;
-        let meta = saved?;
-        let index = meta.index;
-        let storage = self.node.storage_mut();
-        let adopted = tokio::task::block_in_place(|| storage.adopt_snapshot(meta))
-            .map_err(|error| format!("compacting the log to a snapshot: {error}"))?;
-        if adopted {
-            self.snapshot_index = index;
-        }
-        Ok(())
     }
 
     /// Connects the transport to every member the log knows of, and forgets removed ones.
     fn update_peers(&mut self) {
-        let config = self.node.config_state().clone();
+        let config = self.shell.node().config_state().clone();
         let mut wanted = BTreeMap::new();
         for member in self.state_machine.members() {
             if member.removed || member.id == self.config.id {
@@ -811,47 +663,16 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
         self.known_peers = wanted;
     }
 
-    fn expire_waiters(&mut self) {
-        let now = Instant::now();
-        self.proposals.retain(|_, waiter| waiter.deadline > now);
-        self.config_changes
-            .retain(|_, waiter| waiter.deadline > now);
-        self.reads_requested
-            .retain(|_, waiter| waiter.deadline > now);
-        self.reads_queued.retain(|waiter| waiter.deadline > now);
-        self.reads_released
-            .retain(|(_, waiter)| waiter.deadline > now);
-        // Dropped replies answer their callers with a timeout (the handle's own deadline
-        // fires at the same moment).
-    }
-
-    fn fail_all_waiters(&mut self) {
-        for (_, waiter) in self.proposals.drain() {
-            let _ = waiter.reply.send(Err(ServerError::Stopped));
-        }
-        for (_, waiter) in std::mem::take(&mut self.config_changes) {
-            let _ = waiter.reply.send(Err(ServerError::Stopped));
-        }
-        for (_, waiter) in self.reads_requested.drain() {
-            let _ = waiter.reply.send(Err(ServerError::Stopped));
-        }
-        for waiter in self.reads_queued.drain(..) {
-            let _ = waiter.reply.send(Err(ServerError::Stopped));
-        }
-        for (_, waiter) in self.reads_released.drain(..) {
-            let _ = waiter.reply.send(Err(ServerError::Stopped));
-        }
-    }
-
     fn publish_status(&mut self) {
+        let node = self.shell.node();
         let status = NodeStatus {
             id: self.config.id,
-            leader: self.node.leader(),
-            role: role_name(self.node.role()).to_string(),
-            term: self.node.term(),
-            commit_index: self.node.commit_index(),
-            applied_index: self.node.applied_index(),
-            config: self.node.config_state().clone(),
+            leader: node.leader(),
+            role: role_name(node.role()).to_string(),
+            term: node.term(),
+            commit_index: node.commit_index(),
+            applied_index: node.applied_index(),
+            config: node.config_state().clone(),
             errors: Vec::new(),
         };
         self.status.send_if_modified(|current| {
@@ -862,18 +683,5 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
                 true
             }
         });
-    }
-}
-
-fn propose_error(error: ProposeError) -> ServerError {
-    match error {
-        ProposeError::NotLeader { leader: None } => ServerError::NoLeader,
-        ProposeError::NotLeader { leader } => ServerError::NotLeader { leader },
-        ProposeError::LeadershipTransferInProgress => ServerError::LeaderChanged,
-        ProposeError::Overloaded => ServerError::TooManyRequests,
-        ProposeError::ConfigChangePending => ServerError::ConfigChangeInProgress,
-        ProposeError::InvalidConfigChange(error) => {
-            ServerError::InvalidConfigChange(error.to_string())
-        }
     }
 }
