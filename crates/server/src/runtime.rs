@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::proto::flotillapb::{internal_request, InternalRequest, MemberAttributes};
 use crate::shell::{
-    Answer, NodeShell, Outcome, ShellConfig, ShellError, ShellNetwork, ShellStateMachine,
+    Answer, NodeShell, Outcome, Refused, ShellConfig, ShellError, ShellNetwork, ShellStateMachine,
 };
 
 /// Errors a client sees, with etcd's messages where clients rely on them.
@@ -333,13 +333,14 @@ impl<M: StateMachine> ShellStateMachine for Decoding<M> {
 }
 
 /// The node's shell, as the runtime instantiates it.
-type Shell<N, M> = NodeShell<DiskLog<StdDisk>, SendThrough<N>, Decoding<M>, Reply>;
+type Shell<M> = NodeShell<DiskLog<StdDisk>, Decoding<M>, Reply>;
 
 /// The loop's state.
 struct Runtime<N: PeerNetwork, M: StateMachine> {
     config: RuntimeConfig,
-    shell: Shell<N, M>,
+    shell: Shell<M>,
     network: Arc<N>,
+    sender: SendThrough<N>,
     state_machine: Arc<M>,
     /// Where the thread writing a snapshot file reports it saved (or why it failed).
     snapshot_saved: mpsc::Sender<Result<raft::Snapshot, String>>,
@@ -422,12 +423,10 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     };
     let shell = NodeShell::new(
         node,
-        SendThrough(Arc::clone(&network)),
         Decoding {
             inner: Arc::clone(&state_machine),
             members_changed: false,
         },
-        (),
         snapshot_index,
         shell_config,
     );
@@ -441,6 +440,7 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     let runtime = Runtime {
         config,
         shell,
+        sender: SendThrough(Arc::clone(&network)),
         network,
         state_machine,
         snapshot_saved: snapshot_saved_sender,
@@ -523,8 +523,8 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
                     }
                 }
             }
-            let shell = &mut self.shell;
-            let handled = tokio::task::block_in_place(|| shell.handle_readies());
+            let (shell, sender) = (&mut self.shell, &mut self.sender);
+            let handled = tokio::task::block_in_place(|| shell.handle_readies(sender, &mut ()));
             self.deliver_answers();
             if let Err(error) = handled {
                 self.stop(error);
@@ -558,16 +558,24 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
                     id,
                     request: Some(request),
                 };
-                self.shell.propose(
+                let proposed = self.shell.propose(
                     id,
                     Bytes::from(entry.encode_to_vec()),
                     Reply::Propose(reply),
                 );
+                if let Err(Refused { waiter, error }) = proposed {
+                    Self::deliver(waiter, Outcome::Failed(error));
+                }
             }
             Request::ReadIndex { reply } => self.shell.read(Reply::Read(reply)),
-            Request::ConfigChange { change, reply } => self
-                .shell
-                .propose_config_change(change, Reply::ConfigChange(reply)),
+            Request::ConfigChange { change, reply } => {
+                let proposed = self
+                    .shell
+                    .propose_config_change(change, Reply::ConfigChange(reply));
+                if let Err(Refused { waiter, error }) = proposed {
+                    Self::deliver(waiter, Outcome::Failed(error));
+                }
+            }
             Request::TransferLeadership { target, reply } => {
                 let result = self
                     .shell
@@ -582,6 +590,13 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
     /// dropped its receiver; its answer is dropped too.
     fn deliver_answers(&mut self) {
         for Answer { waiter, outcome } in self.shell.take_answers() {
+            Self::deliver(waiter, outcome);
+        }
+    }
+
+    /// Hands one answer to the caller waiting for it.
+    fn deliver(waiter: Reply, outcome: Outcome<Result<Applied, ServerError>>) {
+        {
             match (waiter, outcome) {
                 (Reply::Propose(reply), Outcome::Applied(result)) => {
                     let _ = reply.send(result);

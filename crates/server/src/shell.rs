@@ -2,10 +2,10 @@
 //!
 //! [`NodeShell`] owns a [`raft::Node`], its log, its state machine and the clients waiting on
 //! it, and knows nothing of threads, clocks, sockets or etcd: time arrives as ticks, messages
-//! leave through a [`ShellNetwork`], and a client is an opaque token that comes back in an
-//! [`Answer`]. The server's runtime wraps it in a tokio loop with channels; the simulator
-//! drives the same shell over a simulated disk and network, with its checks as a
-//! [`ShellObserver`].
+//! leave through the [`ShellNetwork`] each call is given, and a client is an opaque token that
+//! comes back in an [`Answer`]. The server's runtime wraps it in a tokio loop with channels;
+//! the simulator drives the same shell over a simulated disk and network, with its checks as
+//! the [`ShellObserver`] it hands each call.
 //!
 //! For each Ready, in this order (the contract of [`raft::Ready`]):
 //! 0. the leader's replication messages (`early_messages`) leave, and the committed entries
@@ -115,6 +115,13 @@ pub trait ShellNetwork {
     fn send(&mut self, messages: Vec<Message>);
 }
 
+/// Messages collected in order, for a caller that sends them itself after the call.
+impl ShellNetwork for Vec<Message> {
+    fn send(&mut self, messages: Vec<Message>) {
+        self.extend(messages);
+    }
+}
+
 /// What the shell needs of its state machine. Its requests are opaque bytes in entries; it
 /// answers each proposal it recognizes by the id the proposer put in the request.
 pub trait ShellStateMachine {
@@ -216,6 +223,21 @@ pub enum Outcome<R> {
     Failed(ShellError),
 }
 
+/// A request the shell refused at once, with the caller's token back.
+#[derive(Debug, PartialEq)]
+pub struct Refused<W> {
+    /// The token the request came with.
+    pub waiter: W,
+    /// Why it was refused.
+    pub error: ShellError,
+}
+
+impl<W> Refused<W> {
+    fn new(waiter: W, error: ShellError) -> Refused<W> {
+        Refused { waiter, error }
+    }
+}
+
 /// An answer for the client behind `waiter`.
 #[derive(Debug, PartialEq)]
 pub struct Answer<W, R> {
@@ -258,6 +280,19 @@ pub struct ShellConfig {
     pub first_request_id: u64,
 }
 
+/// Bugs planted in the shell, for the simulator to prove it catches them (only with the
+/// `planted-bugs` feature).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellBug {
+    /// A Ready's hard state is persisted with the next Ready instead of its own, so messages
+    /// of a new term (a vote) leave before the term and vote are durable.
+    HardStateOneReadyLate,
+    /// `must_sync` is ignored: only entries and snapshots are synced, so a new term or vote
+    /// alone is written without a sync.
+    SyncOnlyEntries,
+}
+
 /// A client token with the tick after which it times out.
 struct Waiting<W> {
     waiter: W,
@@ -265,11 +300,9 @@ struct Waiting<W> {
 }
 
 /// The shell around one Raft node; see the module documentation.
-pub struct NodeShell<L: ShellLog, N, M: ShellStateMachine, W, O = ()> {
+pub struct NodeShell<L: ShellLog, M: ShellStateMachine, W> {
     node: Node<L>,
-    network: N,
     state_machine: M,
-    observer: O,
     config: ShellConfig,
     ticks: u64,
     next_request_id: u64,
@@ -291,26 +324,19 @@ pub struct NodeShell<L: ShellLog, N, M: ShellStateMachine, W, O = ()> {
     snapshot_job: Option<SnapshotJob<L::SnapshotWriter>>,
     snapshot_saving: bool,
     config_applied: bool,
+    #[cfg(feature = "planted-bugs")]
+    planted: Vec<ShellBug>,
+    #[cfg(feature = "planted-bugs")]
+    late_hard_state: Option<HardState>,
 }
 
-impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, M>>
-    NodeShell<L, N, M, W, O>
-{
+impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
     /// A shell around `node`, whose state machine already holds the log's snapshot at
     /// `snapshot_index` (the core replays the committed entries after it).
-    pub fn new(
-        node: Node<L>,
-        network: N,
-        state_machine: M,
-        observer: O,
-        snapshot_index: u64,
-        config: ShellConfig,
-    ) -> Self {
+    pub fn new(node: Node<L>, state_machine: M, snapshot_index: u64, config: ShellConfig) -> Self {
         NodeShell {
             node,
-            network,
             state_machine,
-            observer,
             next_request_id: config.first_request_id,
             config,
             ticks: 0,
@@ -325,7 +351,22 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
             snapshot_job: None,
             snapshot_saving: false,
             config_applied: false,
+            #[cfg(feature = "planted-bugs")]
+            planted: Vec::new(),
+            #[cfg(feature = "planted-bugs")]
+            late_hard_state: None,
         }
+    }
+
+    /// Plants `bug` in this shell.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: ShellBug) {
+        self.planted.push(bug);
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn has_bug(&self, bug: ShellBug) -> bool {
+        self.planted.contains(&bug)
     }
 
     /// The Raft node, to read its state.
@@ -341,16 +382,6 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
     /// The state machine, for changes outside the log (none may change what it applies).
     pub fn state_machine_mut(&mut self) -> &mut M {
         &mut self.state_machine
-    }
-
-    /// The observer.
-    pub fn observer_mut(&mut self) -> &mut O {
-        &mut self.observer
-    }
-
-    /// The network.
-    pub fn network_mut(&mut self) -> &mut N {
-        &mut self.network
     }
 
     /// The index of the newest snapshot in the log.
@@ -388,34 +419,40 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
     }
 
     /// Proposes `data`, which carries `request_id`; `waiter` is answered with the state
-    /// machine's response once the entry is applied here, or with why it failed.
-    pub fn propose(&mut self, request_id: u64, data: Bytes, waiter: W) {
+    /// machine's response once the entry is applied here. Returns the entry's index, or the
+    /// waiter back with why the proposal was refused (nothing was proposed then).
+    pub fn propose(&mut self, request_id: u64, data: Bytes, waiter: W) -> Result<u64, Refused<W>> {
         if self.waiting_count() >= self.config.waiters_max {
-            self.fail(waiter, ShellError::TooManyRequests);
-            return;
+            return Err(Refused::new(waiter, ShellError::TooManyRequests));
         }
         match self.node.propose(data) {
-            Ok(_) => {
+            Ok(index) => {
                 let waiting = self.waiting(waiter);
                 self.proposals.insert(request_id, waiting);
+                Ok(index)
             }
-            Err(error) => self.fail(waiter, error.into()),
+            Err(error) => Err(Refused::new(waiter, error.into())),
         }
     }
 
     /// Proposes a membership change; `waiter` is answered with the configuration once the
-    /// core has applied it here.
-    pub fn propose_config_change(&mut self, change: ConfigChange, waiter: W) {
+    /// core has applied it here. Returns the entry's index, or the waiter back with why the
+    /// change was refused.
+    pub fn propose_config_change(
+        &mut self,
+        change: ConfigChange,
+        waiter: W,
+    ) -> Result<u64, Refused<W>> {
         if self.waiting_count() >= self.config.waiters_max {
-            self.fail(waiter, ShellError::TooManyRequests);
-            return;
+            return Err(Refused::new(waiter, ShellError::TooManyRequests));
         }
         match self.node.propose_config_change(change) {
             Ok(index) => {
                 let waiting = self.waiting(waiter);
                 self.config_changes.insert(index, waiting);
+                Ok(index)
             }
-            Err(error) => self.fail(waiter, error.into()),
+            Err(error) => Err(Refused::new(waiter, error.into())),
         }
     }
 
@@ -438,14 +475,19 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
     }
 
     /// Hands queued reads to the core and carries out every Ready, again while releasing reads
-    /// lets queued ones go. An error means the node must stop: its log or its state machine
-    /// failed, and nothing after the failed step was done.
-    pub fn handle_readies(&mut self) -> Result<(), String> {
+    /// lets queued ones go; messages leave through `network`, and `observer` sees each step.
+    /// An error means the node must stop: its log or its state machine failed, and nothing
+    /// after the failed step was done.
+    pub fn handle_readies(
+        &mut self,
+        network: &mut impl ShellNetwork,
+        observer: &mut impl ShellObserver<L, M>,
+    ) -> Result<(), String> {
         loop {
             self.submit_queued_reads();
             while self.node.has_ready() {
                 let ready = self.node.ready();
-                self.handle_ready(ready)?;
+                self.handle_ready(ready, network, observer)?;
             }
             if self.reads_queued.is_empty() || !self.reads_requested.is_empty() {
                 break;
@@ -511,33 +553,45 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
         }
     }
 
-    fn handle_ready(&mut self, mut ready: Ready) -> Result<(), String> {
-        self.observer.on_ready(&self.node, &ready);
+    fn handle_ready(
+        &mut self,
+        mut ready: Ready,
+        network: &mut impl ShellNetwork,
+        observer: &mut impl ShellObserver<L, M>,
+    ) -> Result<(), String> {
+        observer.on_ready(&self.node, &ready);
         // 0. What the contract allows before persisting: the leader's replication messages
         // leave now, so the followers write in parallel with this node, and entries that
         // earlier Readys persisted are applied (and their clients answered) without waiting
         // for this Ready's fdatasync.
         let early_messages = std::mem::take(&mut ready.early_messages);
-        self.observer.on_send(&self.node, &early_messages, true);
-        self.network.send(early_messages);
+        observer.on_send(&self.node, &early_messages, true);
+        network.send(early_messages);
         let mut committed = std::mem::take(&mut ready.committed_entries);
         let committed_later = committed.split_off(ready.committed_entries_persisted);
-        self.apply(&committed)?;
+        self.apply(&committed, observer)?;
         // 1. Persist: one write, and one fdatasync when the Ready needs it.
         let snapshot = ready.snapshot.take();
         let entries = std::mem::take(&mut ready.entries);
-        self.node.storage_mut().persist(
-            snapshot.as_ref(),
-            &entries,
-            ready.hard_state,
-            ready.must_sync,
-        )?;
-        self.observer
-            .on_persisted(&self.node, &entries, ready.hard_state, ready.must_sync);
+        #[allow(unused_mut)]
+        let (mut hard_state, mut must_sync) = (ready.hard_state, ready.must_sync);
+        #[cfg(feature = "planted-bugs")]
+        {
+            if self.has_bug(ShellBug::HardStateOneReadyLate) {
+                hard_state = std::mem::replace(&mut self.late_hard_state, hard_state);
+            }
+            if self.has_bug(ShellBug::SyncOnlyEntries) {
+                must_sync = !entries.is_empty() || snapshot.is_some();
+            }
+        }
+        self.node
+            .storage_mut()
+            .persist(snapshot.as_ref(), &entries, hard_state, must_sync)?;
+        observer.on_persisted(&self.node, &entries, ready.hard_state, must_sync);
         // 2. Send what depends on the state just persisted.
         let messages = std::mem::take(&mut ready.messages);
-        self.observer.on_send(&self.node, &messages, false);
-        self.network.send(messages);
+        observer.on_send(&self.node, &messages, false);
+        network.send(messages);
         // 3. Apply: the snapshot, then the rest of the committed entries.
         if let Some(snapshot) = &snapshot {
             self.state_machine
@@ -545,10 +599,9 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
                 .map_err(|error| format!("restoring a snapshot: {error}"))?;
             self.snapshot_index = snapshot.meta.index;
             self.config_applied = true;
-            self.observer
-                .on_restored(&self.node, snapshot.meta.index, &self.state_machine);
+            observer.on_restored(&self.node, snapshot.meta.index, &self.state_machine);
         }
-        self.apply(&committed_later)?;
+        self.apply(&committed_later, observer)?;
         let config_change_indexes: Vec<u64> = committed
             .iter()
             .chain(&committed_later)
@@ -575,7 +628,11 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
     }
 
     /// Applies committed entries in one state machine batch and answers their proposers.
-    fn apply(&mut self, entries: &[Entry]) -> Result<(), String> {
+    fn apply(
+        &mut self,
+        entries: &[Entry],
+        observer: &mut impl ShellObserver<L, M>,
+    ) -> Result<(), String> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -584,8 +641,7 @@ impl<L: ShellLog, N: ShellNetwork, M: ShellStateMachine, W, O: ShellObserver<L, 
             .apply(entries)
             .map_err(|error| format!("applying entries: {error}"))?;
         for entry in entries {
-            self.observer
-                .on_applied(&self.node, entry, &self.state_machine);
+            observer.on_applied(&self.node, entry, &self.state_machine);
         }
         for (request_id, response) in responses {
             if let Some(waiting) = self.proposals.remove(&request_id) {

@@ -48,8 +48,16 @@ fn main() {
         ),
         ("AckBeforeCommit", PlantedBug::AckBeforeCommit, true),
         ("StaleLocalRead", PlantedBug::StaleLocalRead, true),
-        ("VoteNotPersisted", PlantedBug::VoteNotPersisted, true),
-        ("SyncOnlyEntries", PlantedBug::SyncOnlyEntries, true),
+        (
+            "HardStateOneReadyLate",
+            PlantedBug::Shell(server::shell::ShellBug::HardStateOneReadyLate),
+            true,
+        ),
+        (
+            "SyncOnlyEntries",
+            PlantedBug::Shell(server::shell::ShellBug::SyncOnlyEntries),
+            true,
+        ),
     ];
     for (name, bug, check_commit_rule) in cases {
         let config = SimConfig {

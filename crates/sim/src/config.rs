@@ -233,13 +233,8 @@ pub enum PlantedBug {
     /// A get is served from the local state machine of whatever node the client reached,
     /// without ReadIndex.
     StaleLocalRead,
-    /// The driver sends a Ready's messages before its hard state is durable, so a crash in
-    /// between forgets the vote the messages granted.
-    VoteNotPersisted,
-    /// The driver fsyncs only the Readys that carry entries or a snapshot: a vote alone is
-    /// written but not synced before the grant is sent, and a power failure forgets it. Only
-    /// the WAL on the simulated disk can show this one; `MemoryStorage` keeps every write.
-    SyncOnlyEntries,
+    /// A bug planted in the node shell the server runs (see `server::shell::ShellBug`).
+    Shell(server::shell::ShellBug),
 }
 
 /// The settings of a simulation run; the seed chooses everything else.

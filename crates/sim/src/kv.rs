@@ -350,3 +350,69 @@ mod tests {
         assert_ne!(KvStore::default().state_hash(), store.state_hash());
     }
 }
+
+/// The id under which the shell tracks a command's proposer: its client and request number.
+/// Rationale: a retried request keeps its id, so whichever of its copies applies first answers
+/// the client waiting on that node.
+pub fn request_id(client: ClientId, request: u64) -> u64 {
+    (client << 40) ^ request
+}
+
+/// The store as the node shell's state machine: applies commands from entries, remembers the
+/// state's hash after each applied index of the last batch (for the per-index checks), and
+/// snapshots and restores as [`KvStore::encode`] and [`KvStore::decode`].
+#[derive(Clone, Debug, Default)]
+pub struct KvMachine {
+    /// The store.
+    pub kv: KvStore,
+    /// The state hash after each index of the last applied batch.
+    hashes: Vec<(u64, u64)>,
+}
+
+impl KvMachine {
+    /// The machine holding a snapshot's state.
+    pub fn from_snapshot(data: &[u8]) -> KvMachine {
+        KvMachine {
+            kv: KvStore::decode(data),
+            hashes: Vec::new(),
+        }
+    }
+
+    /// The state hash right after `index` was applied, if it was in the last batch.
+    pub fn hash_after(&self, index: u64) -> Option<u64> {
+        self.hashes
+            .iter()
+            .find(|&&(applied, _)| applied == index)
+            .map(|&(_, hash)| hash)
+    }
+}
+
+impl server::shell::ShellStateMachine for KvMachine {
+    type Response = Answer;
+
+    fn apply(&mut self, entries: &[raft::Entry]) -> Result<Vec<(u64, Answer)>, String> {
+        self.hashes.clear();
+        let mut answers = Vec::new();
+        for entry in entries {
+            if let raft::EntryPayload::Normal(data) = &entry.payload {
+                if let Some(command) = Command::decode(data.as_ref()) {
+                    if let Some(answer) = self.kv.apply(&command) {
+                        answers.push((request_id(command.client, command.request), answer));
+                    }
+                }
+            }
+            self.hashes.push((entry.index, self.kv.state_hash()));
+        }
+        Ok(answers)
+    }
+
+    fn snapshot(&mut self) -> Result<Bytes, String> {
+        Ok(self.kv.encode())
+    }
+
+    fn restore(&mut self, snapshot: &raft::Snapshot) -> Result<(), String> {
+        self.kv = KvStore::decode(&snapshot.data);
+        self.hashes.clear();
+        Ok(())
+    }
+}

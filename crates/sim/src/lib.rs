@@ -1,8 +1,11 @@
 //! Flotilla's deterministic cluster simulator and linearizability checker.
 //!
-//! [`run`] simulates a whole cluster from one `u64` seed: real [`raft::Node`]s driven through
-//! their Ready loop exactly as the server drives them, each persisting into the real WAL on its
-//! own simulated disk (`storage::DiskLog` over `storage::SimDisk`), a simulated clock (ticks)
+//! [`run`] simulates a whole cluster from one `u64` seed: real [`raft::Node`]s, each inside the
+//! server's own node shell (`server::shell::NodeShell`, the one place the Ready contract is
+//! carried out, with the simulator's checks as its observer), so the Ready handling, the read
+//! queue, the waiters and the snapshots written off the loop and adopted later are the code the
+//! server runs; each persisting into the real WAL on its own simulated disk
+//! (`storage::DiskLog` over `storage::SimDisk`), a simulated clock (ticks)
 //! and network (delays, loss, duplication, reordering, partitions), a nemesis that crashes,
 //! pauses and reconfigures nodes, fails their fsyncs and damages their disks, and clients doing
 //! puts, gets and compare-and-swaps. Every step checks

@@ -6,19 +6,20 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
-use raft::{ConfigState, Entry, HardState, LogStorage, MemoryStorage, Snapshot, StorageError};
+use raft::{
+    ConfigState, Entry, HardState, LogStorage, MemoryStorage, Snapshot, SnapshotMeta, StorageError,
+};
+use server::shell::{ShellLog, SnapshotWriter};
 use storage::inspect::RecordContents;
 use storage::{
-    Bootstrap, CrashMode, DiskLog, DiskLogOptions, Preallocation, RecoveryReport, SimDisk,
-    WalOptions,
+    Bootstrap, CrashMode, DiskLog, DiskLogOptions, Preallocation, RecoveryReport, SavePacing,
+    SimDisk, SnapshotStore, WalOptions,
 };
 
 use crate::rng::SimRng;
 
 /// Entries a node keeps behind its own snapshot with [`MemoryStorage`], so that a follower
-/// slightly behind still gets entries and one far behind gets the snapshot. With the WAL the
-/// snapshot is taken that many entries late instead (the WAL compacts up to the snapshot).
+/// slightly behind still gets entries and one far behind gets the snapshot.
 pub(crate) const SNAPSHOT_LAG_ENTRIES: u64 = 5;
 
 /// A node's log storage: the one type the simulated [`raft::Node`]s are built over.
@@ -32,16 +33,43 @@ pub(crate) enum NodeStorage {
 }
 
 impl NodeStorage {
-    /// Step 1 of the Ready contract: the snapshot, the entries, the hard state, made durable
-    /// when `must_sync`. Otherwise (a new commit index alone) they are written without a sync,
-    /// as a server would: a power failure may lose or tear them, which the contract allows.
-    pub(crate) fn persist(
+    /// The hard state a crash now would keep (a lazily written commit index may be lost).
+    pub(crate) fn durable_hard_state(&self) -> HardState {
+        match self {
+            NodeStorage::Memory(memory) => memory.hard_state(),
+            NodeStorage::Wal(log) => log.hard_state(),
+        }
+    }
+}
+
+/// Writes a snapshot's file: on the node's simulated disk, or nowhere for [`MemoryStorage`],
+/// which takes the whole snapshot when it is adopted.
+pub(crate) enum NodeSnapshotWriter {
+    Memory,
+    Wal(SnapshotStore<SimDisk>),
+}
+
+impl SnapshotWriter for NodeSnapshotWriter {
+    fn save(&self, snapshot: &Snapshot, pacing: Option<SavePacing>) -> Result<(), String> {
+        match self {
+            NodeSnapshotWriter::Memory => Ok(()),
+            NodeSnapshotWriter::Wal(store) => SnapshotWriter::save(store, snapshot, pacing),
+        }
+    }
+}
+
+/// The shell persists into the node's storage as the server does into its [`DiskLog`].
+/// `MemoryStorage` has no unsynced writes: everything it is given is durable at once.
+impl ShellLog for NodeStorage {
+    type SnapshotWriter = NodeSnapshotWriter;
+
+    fn persist(
         &mut self,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<HardState>,
         must_sync: bool,
-    ) -> storage::Result<()> {
+    ) -> Result<(), String> {
         match self {
             NodeStorage::Memory(memory) => {
                 if let Some(snapshot) = snapshot {
@@ -53,46 +81,55 @@ impl NodeStorage {
                 }
                 Ok(())
             }
-            NodeStorage::Wal(log) => {
-                if let Some(snapshot) = snapshot {
-                    log.install_snapshot(snapshot.clone())?;
-                }
-                log.stage_ready(hard_state, entries)?;
-                if must_sync {
-                    log.sync()
-                } else {
-                    log.write()
-                }
-            }
+            NodeStorage::Wal(log) => log.persist(snapshot, entries, hard_state, must_sync),
         }
     }
 
-    /// The hard state a crash now would keep (a lazily written commit index may be lost).
-    pub(crate) fn durable_hard_state(&self) -> HardState {
-        match self {
-            NodeStorage::Memory(memory) => memory.hard_state(),
-            NodeStorage::Wal(log) => log.hard_state(),
-        }
-    }
-
-    /// Records the application's snapshot as of `index` and compacts the log: with
-    /// [`MemoryStorage`] up to [`SNAPSHOT_LAG_ENTRIES`] before it, with the WAL up to it.
-    /// Returns false when the snapshot is not newer or `index` is not in the log.
-    pub(crate) fn create_snapshot(
-        &mut self,
-        index: u64,
-        config: ConfigState,
-        data: Bytes,
-    ) -> storage::Result<bool> {
+    fn snapshot_meta_at(&self, index: u64, config: ConfigState) -> Option<SnapshotMeta> {
         match self {
             NodeStorage::Memory(memory) => {
-                if !memory.create_snapshot(index, config, data) {
+                let newest = memory.snapshot().ok()?.meta.index;
+                // Rationale: `MemoryStorage` is the durable state itself; a snapshot past its
+                // commit index would make a restarted node hold entries applied that its hard
+                // state does not call committed.
+                if index <= newest || index > memory.last_index() {
+                    return None;
+                }
+                if index > memory.hard_state().commit {
+                    return None;
+                }
+                let term = memory.term(index).ok()?;
+                Some(SnapshotMeta {
+                    index,
+                    term,
+                    config,
+                })
+            }
+            NodeStorage::Wal(log) => ShellLog::snapshot_meta_at(log.as_ref(), index, config),
+        }
+    }
+
+    fn snapshot_writer(&self) -> NodeSnapshotWriter {
+        match self {
+            NodeStorage::Memory(_) => NodeSnapshotWriter::Memory,
+            NodeStorage::Wal(log) => NodeSnapshotWriter::Wal(log.snapshot_store()),
+        }
+    }
+
+    /// With [`MemoryStorage`] the log is compacted up to [`SNAPSHOT_LAG_ENTRIES`] before the
+    /// snapshot, so that a follower slightly behind still gets entries; the WAL compacts up to
+    /// it, as the server's does.
+    fn adopt_snapshot(&mut self, snapshot: Snapshot) -> Result<bool, String> {
+        match self {
+            NodeStorage::Memory(memory) => {
+                let index = snapshot.meta.index;
+                if !memory.create_snapshot(index, snapshot.meta.config, snapshot.data) {
                     return Ok(false);
                 }
                 memory.compact(index.saturating_sub(SNAPSHOT_LAG_ENTRIES));
                 Ok(true)
             }
-            NodeStorage::Wal(log) => log.create_snapshot(index, config, data),
+            NodeStorage::Wal(log) => ShellLog::adopt_snapshot(log.as_mut(), snapshot),
         }
     }
 }

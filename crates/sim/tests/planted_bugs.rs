@@ -1,6 +1,7 @@
 //! Detection power: for every planted bug, some seed among the first 1,000 must report a
 //! violation. A simulator that passes a broken cluster proves nothing about a correct one.
 
+use server::shell::ShellBug;
 use sim::{run, PlantedBug, SimConfig};
 
 /// The most seeds a planted bug may take to be caught.
@@ -99,14 +100,15 @@ fn stale_local_reads_are_caught() {
     first_detection(PlantedBug::StaleLocalRead, small());
 }
 
+/// The shell sends a new term's vote before that term's hard state is durable.
 #[test]
 fn sending_before_the_vote_is_persisted_is_caught() {
-    first_detection(PlantedBug::VoteNotPersisted, small());
+    first_detection(PlantedBug::Shell(ShellBug::HardStateOneReadyLate), small());
 }
 
 /// Only the WAL on the simulated disk tells a write from a synced one: this bug proves that a
 /// crash in the simulator loses what was not synced.
 #[test]
 fn sending_before_the_vote_is_synced_is_caught_with_the_wal() {
-    first_detection(PlantedBug::SyncOnlyEntries, small());
+    first_detection(PlantedBug::Shell(ShellBug::SyncOnlyEntries), small());
 }
