@@ -587,7 +587,7 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
         self.node
             .storage_mut()
             .persist(snapshot.as_ref(), &entries, hard_state, must_sync)?;
-        observer.on_persisted(&self.node, &entries, ready.hard_state, must_sync);
+        observer.on_persisted(&self.node, &entries, hard_state, must_sync);
         // 2. Send what depends on the state just persisted.
         let messages = std::mem::take(&mut ready.messages);
         observer.on_send(&self.node, &messages, false);
