@@ -315,6 +315,8 @@ pub struct NodeShell<L: ShellLog, M: ShellStateMachine, W> {
     reads_queued: Vec<Waiting<W>>,
     /// Reads registered with the core, by context, until the core releases them.
     reads_requested: HashMap<u64, Waiting<W>>,
+    /// No waiter's deadline is before this tick.
+    next_expiry_tick: u64,
     /// The tick at which the reads now in the core were registered.
     reads_requested_tick: u64,
     /// Released reads waiting for the applied index to reach theirs.
@@ -345,6 +347,7 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
             reads_queued: Vec::new(),
             reads_requested: HashMap::new(),
             reads_requested_tick: 0,
+            next_expiry_tick: u64::MAX,
             reads_released: VecDeque::new(),
             answers: Vec::new(),
             snapshot_index,
@@ -722,57 +725,56 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
 
     /// Answers every client past its deadline with [`ShellError::Timeout`].
     fn expire_waiters(&mut self) {
-        let now = self.ticks;
-        let live = |waiting: &Waiting<W>| waiting.deadline_tick > now;
-        let mut expired = Vec::new();
         // Rationale: checked first, so that a tick with nothing expired (almost every tick)
         // moves no tokens.
-        if !self.proposals.values().all(live) {
-            let (keep, gone): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut self.proposals)
+        if self.ticks < self.next_expiry_tick {
+            return;
+        }
+        let now = self.ticks;
+        let live = |waiting: &Waiting<W>| waiting.deadline_tick > now;
+        let mut expired: Vec<Waiting<W>> = Vec::new();
+        expired.extend(
+            split_off_expired(&mut self.proposals, |(_, waiting)| live(waiting))
                 .into_iter()
-                .partition(|(_, waiting)| live(waiting));
-            self.proposals = keep;
-            expired.extend(gone.into_values());
-        }
-        if !self.config_changes.values().all(live) {
-            let (keep, gone): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                std::mem::take(&mut self.config_changes)
-                    .into_iter()
-                    .partition(|(_, waiting)| live(waiting));
-            self.config_changes = keep;
-            expired.extend(gone.into_values());
-        }
-        if !self.reads_requested.values().all(live) {
-            let (keep, gone): (HashMap<_, _>, HashMap<_, _>) =
-                std::mem::take(&mut self.reads_requested)
-                    .into_iter()
-                    .partition(|(_, waiting)| live(waiting));
-            self.reads_requested = keep;
-            expired.extend(gone.into_values());
-        }
-        if !self.reads_queued.iter().all(live) {
-            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_queued)
+                .map(|(_, waiting)| waiting),
+        );
+        expired.extend(
+            split_off_expired(&mut self.config_changes, |(_, waiting)| live(waiting))
                 .into_iter()
-                .partition(|waiting| live(waiting));
-            self.reads_queued = keep;
-            expired.extend(gone);
-        }
-        if !self.reads_released.iter().all(|(_, waiting)| live(waiting)) {
-            let (keep, gone): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.reads_released)
+                .map(|(_, waiting)| waiting),
+        );
+        expired.extend(
+            split_off_expired(&mut self.reads_requested, |(_, waiting)| live(waiting))
                 .into_iter()
-                .partition(|(_, waiting)| live(waiting));
-            self.reads_released = keep;
-            expired.extend(gone.into_iter().map(|(_, waiting)| waiting));
-        }
+                .map(|(_, waiting)| waiting),
+        );
+        expired.extend(
+            split_off_expired(&mut self.reads_released, |(_, waiting)| live(waiting))
+                .into_iter()
+                .map(|(_, waiting)| waiting),
+        );
+        expired.extend(split_off_expired(&mut self.reads_queued, live));
+        self.next_expiry_tick = self
+            .proposals
+            .values()
+            .chain(self.config_changes.values())
+            .chain(self.reads_requested.values())
+            .chain(self.reads_released.iter().map(|(_, waiting)| waiting))
+            .chain(&self.reads_queued)
+            .map(|waiting| waiting.deadline_tick)
+            .min()
+            .unwrap_or(u64::MAX);
         for waiting in expired {
             self.fail(waiting.waiter, ShellError::Timeout);
         }
     }
 
-    fn waiting(&self, waiter: W) -> Waiting<W> {
+    fn waiting(&mut self, waiter: W) -> Waiting<W> {
+        let deadline_tick = self.ticks + self.config.request_timeout_ticks;
+        self.next_expiry_tick = self.next_expiry_tick.min(deadline_tick);
         Waiting {
             waiter,
-            deadline_tick: self.ticks + self.config.request_timeout_ticks,
+            deadline_tick,
         }
     }
 
@@ -791,4 +793,16 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
     fn fail(&mut self, waiter: W, error: ShellError) {
         self.answer(waiter, Outcome::Failed(error));
     }
+}
+
+/// Moves the items of `collection` that are not `live` out of it, in its own order.
+fn split_off_expired<C, T>(collection: &mut C, live: impl Fn(&T) -> bool) -> Vec<T>
+where
+    C: Default + IntoIterator<Item = T> + FromIterator<T>,
+{
+    let (keep, expired): (Vec<T>, Vec<T>) = std::mem::take(collection)
+        .into_iter()
+        .partition(|item| live(item));
+    *collection = keep.into_iter().collect();
+    expired
 }
