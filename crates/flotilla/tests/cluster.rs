@@ -614,3 +614,113 @@ fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
     let run = client(&[endpoint.as_str()], &["del", "k"]);
     assert_eq!(run.expect_ok("a delete past the quota"), "0\n");
 }
+
+/// The etcd calls Flotilla does not serve yet (Watch, Lease, and Maintenance's Defragment,
+/// Hash, HashKV and Snapshot) answer Unimplemented with a message that names the service and
+/// the method, so that a client's user can tell which call was refused and that it is by
+/// design, not a bug.
+#[test]
+fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
+    use server::proto::etcdserverpb::lease_client::LeaseClient;
+    use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use server::proto::etcdserverpb::watch_client::WatchClient;
+    use server::proto::etcdserverpb::{
+        HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
+        LeaseRevokeRequest, LeaseTimeToLiveRequest, SnapshotRequest, WatchRequest,
+    };
+
+    let cluster = Cluster::start(1, 23050, &[]);
+    let url = format!("http://{}", cluster.nodes[0].endpoint());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let statuses: Vec<(&str, tonic::Status)> = runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("a valid URL")
+            .connect()
+            .await
+            .expect("the node accepts a connection");
+        let mut watch = WatchClient::new(channel.clone());
+        let mut lease = LeaseClient::new(channel.clone());
+        let mut maintenance = MaintenanceClient::new(channel);
+        vec![
+            (
+                "Watch/Watch",
+                watch
+                    .watch(tonic::codegen::tokio_stream::iter(
+                        [WatchRequest::default()],
+                    ))
+                    .await
+                    .expect_err("watch is not served"),
+            ),
+            (
+                "Lease/LeaseGrant",
+                lease
+                    .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
+                    .await
+                    .expect_err("lease grant is not served"),
+            ),
+            (
+                "Lease/LeaseRevoke",
+                lease
+                    .lease_revoke(LeaseRevokeRequest { id: 1 })
+                    .await
+                    .expect_err("lease revoke is not served"),
+            ),
+            (
+                "Lease/LeaseKeepAlive",
+                lease
+                    .lease_keep_alive(tonic::codegen::tokio_stream::iter([
+                        LeaseKeepAliveRequest { id: 1 },
+                    ]))
+                    .await
+                    .expect_err("lease keep-alive is not served"),
+            ),
+            (
+                "Lease/LeaseTimeToLive",
+                lease
+                    .lease_time_to_live(LeaseTimeToLiveRequest::default())
+                    .await
+                    .expect_err("lease time-to-live is not served"),
+            ),
+            (
+                "Lease/LeaseLeases",
+                lease
+                    .lease_leases(LeaseLeasesRequest::default())
+                    .await
+                    .expect_err("lease leases is not served"),
+            ),
+            (
+                "Maintenance/HashKV",
+                maintenance
+                    .hash_kv(HashKvRequest::default())
+                    .await
+                    .expect_err("hashkv is not served"),
+            ),
+            (
+                "Maintenance/Snapshot",
+                maintenance
+                    .snapshot(SnapshotRequest::default())
+                    .await
+                    .expect_err("snapshot is not served"),
+            ),
+        ]
+    });
+    for (path, status) in statuses {
+        let (service, method) = path.split_once('/').expect("service/method");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unimplemented,
+            "{path}: {status:?}"
+        );
+        assert_eq!(
+            status.message(),
+            format!(
+                "the {service} service's {method} is not served by Flotilla yet \
+                 (etcdserverpb.{service}/{method})"
+            ),
+            "{path}"
+        );
+    }
+}

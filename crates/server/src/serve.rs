@@ -18,14 +18,17 @@ use crate::mvcc::{
 };
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::flotillapb::internal_server::InternalServer;
 use crate::proto::flotillapb::{InternalRequest, MemberAttributes};
 use crate::runtime::{
     self, Applied, NodeHandle, PeerNetwork, RuntimeConfig, ServerError, StateMachine,
 };
 use crate::services::{
-    ClusterService, InternalService, KvService, MaintenanceService, ServiceState,
+    ClusterService, InternalService, KvService, LeaseService, MaintenanceService, ServiceState,
+    WatchService,
 };
 use crate::transport::{Transport, TransportConfig};
 
@@ -315,7 +318,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             .add_service(MaintenanceServer::new(MaintenanceService(Arc::clone(
                 &state,
             ))))
-            .add_service(InternalServer::new(InternalService(Arc::clone(&state))));
+            .add_service(InternalServer::new(InternalService(Arc::clone(&state))))
+            // Not served yet; registered so that their calls say so (see services::not_served).
+            .add_service(WatchServer::new(WatchService))
+            .add_service(LeaseServer::new(LeaseService));
         let incoming = tokio_stream_listener(listener);
         servers.push(tokio::spawn(async move {
             if let Err(error) = router.serve_with_incoming(incoming).await {

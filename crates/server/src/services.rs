@@ -1,5 +1,6 @@
 //! etcd's v3 gRPC services (KV, Cluster, Maintenance) over a node's runtime and its MVCC
-//! store. Watch and Lease are not served yet: a client calling them gets gRPC's Unimplemented.
+//! store. Watch and Lease are not served yet: a client calling them gets gRPC's Unimplemented,
+//! with a message naming the service and method (see [`not_served`]).
 //!
 //! Writes may arrive at any node: a follower forwards them to the leader's client URL and
 //! relays the answer. Reads are linearizable by default (a ReadIndex round, shared by all reads
@@ -16,15 +17,20 @@ use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
     DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
-    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    HashRequest, HashResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member, MemberAddRequest,
+    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use crate::proto::flotillapb::internal_client::InternalClient;
 use crate::proto::flotillapb::internal_server::Internal;
@@ -178,6 +184,18 @@ fn forwarding_error(status: Status) -> Status {
     } else {
         Status::unavailable("etcdserver: leader changed")
     }
+}
+
+/// The answer to a call of an etcd method Flotilla does not serve yet: gRPC's Unimplemented,
+/// naming the service and the method, as `etcdserverpb.Service/Method`, the path a gRPC client
+/// called. Rationale: tonic's own answer for a method it has no handler for carries no message,
+/// so a client printed "rpc error: code = Unimplemented desc = " and left its user to guess
+/// which call was refused, and whether by a bug or by design.
+pub fn not_served(service: &str, method: &str) -> Status {
+    Status::unimplemented(format!(
+        "the {service} service's {method} is not served by Flotilla yet \
+         (etcdserverpb.{service}/{method})"
+    ))
 }
 
 /// Maps runtime errors to gRPC statuses with etcd's codes and messages.
@@ -581,7 +599,7 @@ impl Cluster for ClusterService {
 }
 
 /// The Maintenance service: Status, Alarm (none raised) and MoveLeader; the rest answer
-/// Unimplemented.
+/// Unimplemented (see [`not_served`]).
 pub struct MaintenanceService(pub Arc<ServiceState>);
 
 type SnapshotStream = tonic::codegen::BoxStream<SnapshotResponse>;
@@ -616,21 +634,15 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(Status::unimplemented(
-            "defragment is not implemented by Flotilla yet",
-        ))
+        Err(not_served("Maintenance", "Defragment"))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented(
-            "hash is not implemented by Flotilla yet",
-        ))
+        Err(not_served("Maintenance", "Hash"))
     }
 
     async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(Status::unimplemented(
-            "hashkv is not implemented by Flotilla yet",
-        ))
+        Err(not_served("Maintenance", "HashKV"))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -639,9 +651,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "snapshot is not implemented by Flotilla yet",
-        ))
+        Err(not_served("Maintenance", "Snapshot"))
     }
 
     async fn move_leader(
@@ -657,6 +667,70 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.0.header(self.0.current_revision())),
         }))
+    }
+}
+
+/// The Watch service, registered so that its calls are answered with [`not_served`] rather
+/// than with tonic's Unimplemented without a message. Watches are not implemented yet.
+pub struct WatchService;
+
+type WatchStream = tonic::codegen::BoxStream<WatchResponse>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        _: Request<tonic::Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(not_served("Watch", "Watch"))
+    }
+}
+
+/// The Lease service, registered so that its calls are answered with [`not_served`] rather
+/// than with tonic's Unimplemented without a message. Leases are not implemented yet.
+pub struct LeaseService;
+
+type LeaseKeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        _: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        Err(not_served("Lease", "LeaseGrant"))
+    }
+
+    async fn lease_revoke(
+        &self,
+        _: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        Err(not_served("Lease", "LeaseRevoke"))
+    }
+
+    type LeaseKeepAliveStream = LeaseKeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        _: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        Err(not_served("Lease", "LeaseKeepAlive"))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        _: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        Err(not_served("Lease", "LeaseTimeToLive"))
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        Err(not_served("Lease", "LeaseLeases"))
     }
 }
 
