@@ -595,6 +595,87 @@ fn serve_refuses_a_malformed_initial_cluster_with_a_clear_message() {
     }
 }
 
+/// A member given an `https://` URL refuses to start, as etcd does without its TLS flags, rather
+/// than serving plain text where clients and peers expect TLS: the error names the URL, the
+/// flag it came from and the flags etcd would need, and says that Flotilla has no TLS yet.
+#[test]
+fn serve_refuses_https_urls_without_tls_with_a_clear_message() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let client_tls = "TLS key/cert (--cert-file, --key-file) must be provided for client url";
+    let peer_tls = "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url";
+    /// The flags that differ from a plain-http member's: (flag, value).
+    type Overrides<'a> = &'a [(&'a str, &'a str)];
+    // (the overrides, the message's start, the flag named)
+    let cases: [(Overrides, &str, &str); 5] = [
+        (
+            &[("--listen-client-urls", "https://127.0.0.1:23080")],
+            client_tls,
+            "--listen-client-urls",
+        ),
+        (
+            &[("--advertise-client-urls", "https://127.0.0.1:23080")],
+            client_tls,
+            "--advertise-client-urls",
+        ),
+        (
+            &[("--listen-peer-urls", "https://127.0.0.1:23081")],
+            peer_tls,
+            "--listen-peer-urls",
+        ),
+        (
+            &[
+                ("--initial-advertise-peer-urls", "https://127.0.0.1:23081"),
+                ("--initial-cluster", "node1=https://127.0.0.1:23081"),
+            ],
+            peer_tls,
+            "--initial-advertise-peer-urls",
+        ),
+        (
+            &[(
+                "--initial-cluster",
+                "node1=http://127.0.0.1:23081,node2=https://127.0.0.1:23091",
+            )],
+            peer_tls,
+            "--initial-cluster",
+        ),
+    ];
+    for (overrides, expected, flag) in cases {
+        let mut flags = [
+            ("--listen-client-urls", "http://127.0.0.1:23080"),
+            ("--advertise-client-urls", "http://127.0.0.1:23080"),
+            ("--listen-peer-urls", "http://127.0.0.1:23081"),
+            ("--initial-advertise-peer-urls", "http://127.0.0.1:23081"),
+            ("--initial-cluster", "node1=http://127.0.0.1:23081"),
+        ];
+        for (name, value) in flags.iter_mut() {
+            if let Some((_, given)) = overrides.iter().find(|(flag, _)| flag == name) {
+                *value = given;
+            }
+        }
+        let mut command = std::process::Command::new(support::FLOTILLA);
+        command
+            .args(["serve", "--name", "node1", "--data-dir"])
+            .arg(directory.path().join("node1"));
+        for (name, value) in flags {
+            command.args([name, value]);
+        }
+        // A serve that accepted the flags would run until killed at the timeout.
+        let run = support::run_with_timeout(command, "", Duration::from_secs(20));
+        let status = run
+            .status
+            .unwrap_or_else(|| panic!("serve ran with an https URL in {flag}"));
+        assert!(!status.success(), "{flag}: {run:?}");
+        assert!(
+            run.stderr
+                .starts_with(&format!("Error: {expected} https://127.0.0.1:"))
+                && run.stderr.contains(&format!("(given in {flag})"))
+                && run.stderr.contains("Flotilla does not support TLS yet"),
+            "an https URL in {flag} should be refused with {expected:?}: {}",
+            run.stderr
+        );
+    }
+}
+
 /// Past `--quota-backend-bytes`, puts and transactions are refused with etcd's error while
 /// reads and deletes still work. A quota of one byte is exceeded by the empty store itself.
 #[test]

@@ -98,6 +98,55 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// An `https://` URL, which needs TLS, and Flotilla serves and dials only plain text.
+    /// Rationale: serving plain text on a URL that says https would start a member no client
+    /// or peer can reach, and that only shows as timeouts; etcd refuses to start without the
+    /// key and certificate, and so does Flotilla, in etcd's words, naming the flags etcd would
+    /// need so that a user coming from etcd recognises the error.
+    #[error(
+        "TLS key/cert ({certificate_flags}) must be provided for {kind} url {url} with HTTPS \
+         scheme (given in {flag}), and Flotilla does not support TLS yet, so it has no such \
+         flags: use http:// URLs"
+    )]
+    TlsNotSupported {
+        /// The flag that gave the URL.
+        flag: &'static str,
+        /// `client` or `peer`.
+        kind: &'static str,
+        /// The `https://` URL.
+        url: String,
+        /// The flags etcd takes the key and certificate from for this kind of URL.
+        certificate_flags: &'static str,
+    },
+}
+
+/// Whether a URL is for clients or for peers: each has its own TLS flags in etcd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UrlKind {
+    Client,
+    Peer,
+}
+
+/// Refuses any `https://` URL among `urls`, given in `flag` (see
+/// [`ConfigError::TlsNotSupported`]).
+fn refuse_https<'a>(
+    flag: &'static str,
+    kind: UrlKind,
+    urls: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ConfigError> {
+    let Some(url) = urls.into_iter().find(|url| url.starts_with("https://")) else {
+        return Ok(());
+    };
+    let (kind, certificate_flags) = match kind {
+        UrlKind::Client => ("client", "--cert-file, --key-file"),
+        UrlKind::Peer => ("peer", "--peer-cert-file, --peer-key-file"),
+    };
+    Err(ConfigError::TlsNotSupported {
+        flag,
+        kind,
+        url: url.clone(),
+        certificate_flags,
+    })
 }
 
 /// Splits a comma-separated URL list, checking each URL.
@@ -159,11 +208,22 @@ impl ServeArgs {
             &self.initial_advertise_peer_urls,
         )?;
         let client_urls = parse_urls("--advertise-client-urls", &self.advertise_client_urls)?;
-        let client_listen_addresses = parse_urls("--listen-client-urls", &self.listen_client_urls)?
+        let client_listen_urls = parse_urls("--listen-client-urls", &self.listen_client_urls)?;
+        let peer_listen_urls = parse_urls("--listen-peer-urls", &self.listen_peer_urls)?;
+        // The URLs this member serves first, as etcd checks them, then those it tells others.
+        refuse_https("--listen-client-urls", UrlKind::Client, &client_listen_urls)?;
+        refuse_https("--listen-peer-urls", UrlKind::Peer, &peer_listen_urls)?;
+        refuse_https("--advertise-client-urls", UrlKind::Client, &client_urls)?;
+        refuse_https("--initial-advertise-peer-urls", UrlKind::Peer, &peer_urls)?;
+        refuse_https(
+            "--initial-cluster",
+            UrlKind::Peer,
+            initial_members.iter().flat_map(|member| &member.peer_urls),
+        )?;
+        let client_listen_addresses = client_listen_urls
             .iter()
             .map(|url| cluster::host_and_port(url).expect("checked by parse_urls"))
             .collect();
-        let peer_listen_urls = parse_urls("--listen-peer-urls", &self.listen_peer_urls)?;
         let peer_listen_address =
             cluster::host_and_port(&peer_listen_urls[0]).expect("checked by parse_urls");
         let own = initial_members
@@ -219,5 +279,132 @@ impl ServeArgs {
             client_listen_addresses,
             peer_listen_address,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `flotilla serve`'s flags alone, to parse a command line as the binary does.
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// One member on loopback, with `overrides` (flag, value) replacing its defaults.
+    fn resolve(overrides: &[(&str, &str)]) -> Result<ServeConfig, ConfigError> {
+        let mut flags = vec![
+            ("--name", "n1"),
+            ("--listen-client-urls", "http://127.0.0.1:2379"),
+            ("--advertise-client-urls", "http://127.0.0.1:2379"),
+            ("--listen-peer-urls", "http://127.0.0.1:2380"),
+            ("--initial-advertise-peer-urls", "http://127.0.0.1:2380"),
+            ("--initial-cluster", "n1=http://127.0.0.1:2380"),
+        ];
+        for (flag, value) in overrides {
+            let position = flags
+                .iter()
+                .position(|(known, _)| known == flag)
+                .expect("a flag of the base command line");
+            flags[position].1 = value;
+        }
+        let mut command_line = vec!["serve".to_string()];
+        for (flag, value) in flags {
+            command_line.push(format!("{flag}={value}"));
+        }
+        Serve::try_parse_from(command_line)
+            .expect("the flags parse")
+            .args
+            .resolve()
+    }
+
+    #[test]
+    fn http_urls_are_accepted() {
+        let config = resolve(&[]).expect("plain http URLs");
+        assert_eq!(config.client_listen_addresses, vec!["127.0.0.1:2379"]);
+        assert_eq!(config.peer_listen_address, "127.0.0.1:2380");
+    }
+
+    #[test]
+    fn https_urls_are_refused_naming_the_tls_flags_etcd_needs() {
+        let client = "--cert-file, --key-file";
+        let peer = "--peer-cert-file, --peer-key-file";
+        /// The flags that differ from the base command line: (flag, value).
+        type Overrides<'a> = &'a [(&'a str, &'a str)];
+        // (the overrides, the flag named, the kind of URL, the URL, etcd's TLS flags for it)
+        let cases: [(Overrides, &str, &str, &str, &str); 6] = [
+            (
+                &[("--listen-client-urls", "https://127.0.0.1:2379")],
+                "--listen-client-urls",
+                "client",
+                "https://127.0.0.1:2379",
+                client,
+            ),
+            (
+                // The second of two URLs.
+                &[(
+                    "--advertise-client-urls",
+                    "http://127.0.0.1:2379,https://127.0.0.1:2479",
+                )],
+                "--advertise-client-urls",
+                "client",
+                "https://127.0.0.1:2479",
+                client,
+            ),
+            (
+                &[("--listen-peer-urls", "https://127.0.0.1:2380")],
+                "--listen-peer-urls",
+                "peer",
+                "https://127.0.0.1:2380",
+                peer,
+            ),
+            (
+                &[
+                    ("--initial-advertise-peer-urls", "https://127.0.0.1:2380"),
+                    ("--initial-cluster", "n1=https://127.0.0.1:2380"),
+                ],
+                "--initial-advertise-peer-urls",
+                "peer",
+                "https://127.0.0.1:2380",
+                peer,
+            ),
+            (
+                // Another member's URL: this member could never reach it.
+                &[(
+                    "--initial-cluster",
+                    "n1=http://127.0.0.1:2380,n2=https://127.0.0.1:2480",
+                )],
+                "--initial-cluster",
+                "peer",
+                "https://127.0.0.1:2480",
+                peer,
+            ),
+            (
+                // The URLs served are reported before those advertised, as etcd does.
+                &[
+                    ("--advertise-client-urls", "https://127.0.0.1:2379"),
+                    ("--listen-peer-urls", "https://127.0.0.1:2380"),
+                ],
+                "--listen-peer-urls",
+                "peer",
+                "https://127.0.0.1:2380",
+                peer,
+            ),
+        ];
+        for (overrides, flag, kind, url, certificate_flags) in cases {
+            let error = resolve(overrides).expect_err("an https URL without TLS");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "TLS key/cert ({certificate_flags}) must be provided for {kind} url {url} \
+                     with HTTPS scheme (given in {flag}), and Flotilla does not support TLS \
+                     yet, so it has no such flags: use http:// URLs"
+                ),
+                "{overrides:?}"
+            );
+        }
     }
 }
