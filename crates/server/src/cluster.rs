@@ -90,40 +90,35 @@ pub fn host_and_port(url: &str) -> Result<String, ClusterSpecError> {
     Ok(rest.to_string())
 }
 
-/// FNV-1a, 64 bits: stable across versions and platforms, which ids must be.
-fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+/// The first 8 bytes of a SHA-1 digest, big-endian: how etcd turns its hashes into ids.
+fn first_eight_bytes_of_sha1(bytes: &[u8]) -> u64 {
+    use sha1::Digest as _;
+    let digest = sha1::Sha1::digest(bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// A member's id: from its sorted peer URLs and the cluster token. Never 0.
+/// A member's id, as etcd derives a founding member's: the first 8 bytes of the SHA-1 of its
+/// peer URLs, sorted and concatenated, followed by the cluster token. Rationale: the same ids
+/// as etcd from the same flags, so that output compares byte for byte and tools that
+/// recompute ids agree. Never 0 (a Raft node id of 0 means none).
 pub fn member_id(peer_urls: &[String], cluster_token: &str) -> NodeId {
     let mut urls: Vec<&String> = peer_urls.iter().collect();
     urls.sort();
-    let mut hash = FNV_OFFSET;
-    for url in urls {
-        hash = fnv1a(url.as_bytes(), hash);
-        hash = fnv1a(b"\0", hash);
-    }
-    hash = fnv1a(cluster_token.as_bytes(), hash);
-    hash.max(1)
+    let mut bytes: Vec<u8> = urls.iter().flat_map(|url| url.bytes()).collect();
+    bytes.extend_from_slice(cluster_token.as_bytes());
+    first_eight_bytes_of_sha1(&bytes).max(1)
 }
 
-/// The cluster's id: from its founding members' ids and the token. Peers with another cluster
-/// id refuse each other.
-pub fn cluster_id(member_ids: &[NodeId], cluster_token: &str) -> u64 {
+/// The cluster's id, as etcd derives it: the first 8 bytes of the SHA-1 of the founding
+/// members' ids, sorted, each as 8 big-endian bytes (the token is in the ids already). Peers
+/// with another cluster id refuse each other.
+pub fn cluster_id(member_ids: &[NodeId]) -> u64 {
     let mut ids = member_ids.to_vec();
     ids.sort_unstable();
-    let mut hash = FNV_OFFSET;
-    for id in ids {
-        hash = fnv1a(&id.to_be_bytes(), hash);
-    }
-    fnv1a(cluster_token.as_bytes(), hash).max(1)
+    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+    first_eight_bytes_of_sha1(&bytes).max(1)
 }
 
 #[cfg(test)]
@@ -170,7 +165,24 @@ mod tests {
         assert_ne!(member_id(&urls, "t"), member_id(&urls, "u"));
         let a = member_id(&urls, "t");
         let b = member_id(&["http://127.0.0.1:22380".to_string()], "t");
-        assert_eq!(cluster_id(&[a, b], "t"), cluster_id(&[b, a], "t"));
-        assert_ne!(cluster_id(&[a, b], "t"), cluster_id(&[a], "t"));
+        assert_eq!(cluster_id(&[a, b]), cluster_id(&[b, a]));
+        assert_ne!(cluster_id(&[a, b]), cluster_id(&[a]));
+    }
+
+    /// The ids etcd 3.4.23 printed for `--initial-cluster
+    /// n1=http://127.0.0.1:23380,n2=http://127.0.0.1:23390 --initial-cluster-token tok`
+    /// ("starting member 599de7774412011f in cluster 29d6ad07b630aba7", "added member
+    /// 896ae6e699088f5c"), and for etcd's defaults (`default=http://localhost:2380`, token
+    /// `etcd-cluster`: member 8e9e05c52164694d, cluster cdf818194e3a8c32).
+    #[test]
+    fn ids_are_the_ones_etcd_derives() {
+        let n1 = member_id(&["http://127.0.0.1:23380".to_string()], "tok");
+        let n2 = member_id(&["http://127.0.0.1:23390".to_string()], "tok");
+        assert_eq!(format!("{n1:x}"), "599de7774412011f");
+        assert_eq!(format!("{n2:x}"), "896ae6e699088f5c");
+        assert_eq!(format!("{:x}", cluster_id(&[n2, n1])), "29d6ad07b630aba7");
+        let default = member_id(&["http://localhost:2380".to_string()], "etcd-cluster");
+        assert_eq!(format!("{default:x}"), "8e9e05c52164694d");
+        assert_eq!(format!("{:x}", cluster_id(&[default])), "cdf818194e3a8c32");
     }
 }

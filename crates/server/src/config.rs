@@ -265,7 +265,7 @@ impl ServeArgs {
         }
         Ok(ServeConfig {
             member_id: cluster::member_id(&peer_urls, token),
-            cluster_id: cluster::cluster_id(&member_ids, token),
+            cluster_id: cluster::cluster_id(&member_ids),
             data_dir: self
                 .data_dir
                 .clone()
