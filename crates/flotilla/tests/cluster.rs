@@ -805,3 +805,57 @@ fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
         );
     }
 }
+
+/// A write through a follower is answered only once that follower has applied it, as etcd
+/// answers: a serializable read on the same follower right after sees the client's own write.
+/// Before, the follower relayed the leader's answer at once and 13 to 52 reads in 1,000 missed.
+#[test]
+fn a_write_through_a_follower_is_visible_to_its_next_serializable_read_there() {
+    use server::proto::etcdserverpb::kv_client::KvClient;
+    use server::proto::etcdserverpb::{PutRequest, RangeRequest};
+
+    let cluster = Cluster::start(3, 23150, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = others(&[0, 1, 2], leader)[0];
+    let url = format!("http://{}", cluster.nodes[follower].endpoint());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (writes, misses) = runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("a valid URL")
+            .connect()
+            .await
+            .expect("the follower accepts a connection");
+        let mut kv = KvClient::new(channel);
+        let mut misses = Vec::new();
+        let writes = 500;
+        for number in 0..writes {
+            let key = format!("own/{}", number % 7).into_bytes();
+            let value = format!("{number}").into_bytes();
+            let put = PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                ..PutRequest::default()
+            };
+            kv.put(put).await.expect("the put through the follower");
+            let range = RangeRequest {
+                key,
+                serializable: true,
+                ..RangeRequest::default()
+            };
+            let got = kv.range(range).await.expect("the serializable read");
+            let held = got.into_inner().kvs.first().map(|kv| kv.value.clone());
+            if held != Some(value) {
+                misses.push(number);
+            }
+        }
+        (writes, misses)
+    });
+    assert!(
+        misses.is_empty(),
+        "{} of {writes} serializable reads on the follower missed the write just acknowledged there: {misses:?}",
+        misses.len()
+    );
+}

@@ -220,6 +220,11 @@ impl NodeHandle {
         self.status.borrow().clone()
     }
 
+    /// How long a request may wait for the loop to answer it.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
