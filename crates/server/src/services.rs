@@ -393,7 +393,7 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let request = request.into_inner();
         self.write(
-            internal_request::Request::Compaction(request.clone()),
+            internal_request::Request::Compaction(request),
             |applied| match applied {
                 Applied::Compaction(response) => Some(response),
                 _ => None,
