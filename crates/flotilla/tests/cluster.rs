@@ -859,3 +859,42 @@ fn a_write_through_a_follower_is_visible_to_its_next_serializable_read_there() {
         misses.len()
     );
 }
+
+/// `member remove <leader>` sent to a follower removes the leader in one call, as with etcd:
+/// the removal is the configuration change itself, and the remaining members elect a new
+/// leader and no longer list the old one.
+#[test]
+fn removing_the_leader_through_a_follower_takes_one_call() {
+    let mut cluster = Cluster::start(3, 23250, &[]);
+    let all = [0, 1, 2];
+    let leader = cluster.wait_for_leader(&all);
+    let leader_id = cluster.member_id(leader);
+    let remaining = others(&all, leader);
+    let follower = cluster.nodes[remaining[0]].endpoint();
+    let run = client(
+        &[follower.as_str()],
+        &["member", "remove", &format!("{leader_id:x}")],
+    );
+    let output = run.expect_ok("member remove of the leader, once");
+    assert!(
+        output.starts_with(&format!("Member {leader_id:x} removed from cluster")),
+        "{output}"
+    );
+    cluster.nodes[leader].kill();
+    let new_leader = cluster.wait_for_leader(&remaining);
+    assert_ne!(new_leader, leader);
+    let endpoint = cluster.nodes[remaining[1]].endpoint();
+    wait_for(
+        "the remaining members to list only themselves",
+        LIVENESS_TIMEOUT,
+        || {
+            let members = member_list(&endpoint);
+            if members.len() == 2 && listed(&members, leader_id).is_none() {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    );
+    put(&endpoint, "after/removal", "written");
+}
