@@ -898,3 +898,25 @@ fn removing_the_leader_through_a_follower_takes_one_call() {
     );
     put(&endpoint, "after/removal", "written");
 }
+
+/// A member serves clients only once its own name and client URLs are in the log, as etcd
+/// serves them only once it has published itself: its first answer already knows a leader,
+/// and lists itself with its client URLs. Before, a member answered from its first moment,
+/// before any election, and listed the others without client URLs for half a second.
+#[test]
+fn a_member_serves_clients_only_once_it_has_published_itself() {
+    let cluster = Cluster::launch(3, 23350, &[]);
+    let endpoint = cluster.nodes[0].endpoint();
+    let status = wait_for("the first answer of node1", LIVENESS_TIMEOUT, || {
+        cluster.nodes[0]
+            .status()
+            .ok_or_else(|| "no answer yet".to_string())
+    });
+    assert_ne!(
+        status.leader, 0,
+        "answered before knowing a leader: {status:?}"
+    );
+    let members = member_list(&endpoint);
+    let own = listed(&members, status.member_id).expect("node1 lists itself");
+    assert_eq!(own[4], format!("http://{endpoint}"), "{own:?}");
+}

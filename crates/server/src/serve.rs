@@ -300,6 +300,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         args.quota_backend_bytes,
         Box::new(move || transport_for_ids.cluster_id()),
     );
+    let (ready_sender, ready_receiver) = tokio::sync::watch::channel(false);
     let mut client_addresses = Vec::new();
     for address in &config.client_listen_addresses {
         let address = resolve_address(address).await?;
@@ -323,7 +324,14 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             .add_service(WatchServer::new(WatchService))
             .add_service(LeaseServer::new(LeaseService));
         let incoming = tokio_stream_listener(listener);
+        let mut ready = ready_receiver.clone();
         servers.push(tokio::spawn(async move {
+            // Bound now, so that a port in use fails the start; served once this member's
+            // attributes are in the log, as etcd serves clients only once it has published
+            // itself. Until then connections wait in the listen backlog.
+            if ready.wait_for(|published| *published).await.is_err() {
+                return;
+            }
             if let Err(error) = router.serve_with_incoming(incoming).await {
                 tracing::error!("client service stopped: {error}");
             }
@@ -337,7 +345,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         is_learner: false,
         removed: false,
     };
-    servers.push(tokio::spawn(publish_attributes(Arc::clone(&state), own)));
+    servers.push(tokio::spawn(publish_attributes(
+        Arc::clone(&state),
+        own,
+        ready_sender,
+    )));
     Ok(RunningNode {
         handle,
         client_addresses,
@@ -452,11 +464,22 @@ async fn record_learned_cluster_id(
 
 /// Publishes this node's name and client URLs through the log, so that every node can list
 /// them and forward writes to it when it leads; retried until the log shows them.
-async fn publish_attributes(state: Arc<ServiceState>, attributes: MemberAttributes) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_millis(500));
+async fn publish_attributes(
+    state: Arc<ServiceState>,
+    attributes: MemberAttributes,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
+    // Rationale for 100 ms: until its attributes are committed a member serves no client, and
+    // the other members list it without client URLs.
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         interval.tick().await;
         if state.is_published(&attributes) {
+            tracing::info!(
+                "member {:x} published its name and client URLs; serving clients",
+                attributes.id
+            );
+            let _ = ready.send(true);
             return;
         }
         if let Err(status) = state.publish_self(attributes.clone()).await {

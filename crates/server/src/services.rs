@@ -407,31 +407,6 @@ impl Kv for KvService {
 /// The Cluster service.
 pub struct ClusterService(pub Arc<ServiceState>);
 
-/// True if `id` is a voter or learner of `config`, or `config` is still empty (a member that
-/// joined has not applied its first snapshot yet, and knows no configuration).
-fn is_configured(config: &raft::ConfigState, id: u64) -> bool {
-    config.all_nodes().is_empty() || config.all_nodes().contains(&id)
-}
-
-/// How long a removed member's attributes are retried, should no leader take them.
-const REMOVAL_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Marks a removed member's attributes removed through the log, through whichever member
-/// leads, retrying while leadership moves (the removed member may have been the leader).
-async fn record_removal(state: Arc<ServiceState>, attributes: MemberAttributes) {
-    let deadline = tokio::time::Instant::now() + REMOVAL_RECORD_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if state.publish_self(attributes.clone()).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    tracing::warn!(
-        "member {:x} is removed from the configuration, but its attributes could not be marked          removed within {REMOVAL_RECORD_WAIT:?}",
-        attributes.id
-    );
-}
-
 impl ClusterService {
     fn member_list(&self) -> Vec<Member> {
         let status = self.0.node.status();
@@ -439,9 +414,7 @@ impl ClusterService {
             .0
             .members()
             .into_iter()
-            // A member the applied configuration no longer has is removed, whether or not its
-            // attributes say so yet (see `member_remove`).
-            .filter(|member| !member.removed && is_configured(&status.config, member.id))
+            .filter(|member| !member.removed)
             .map(|member| Member {
                 id: member.id,
                 name: member.name,
@@ -557,20 +530,30 @@ impl Cluster for ClusterService {
         else {
             return Err(Status::not_found("etcdserver: member not found"));
         };
-        self.0
+        // The attributes first, while this member surely leads. Rationale: a leader that
+        // removes itself hands leadership over as soon as the change applies, so recording
+        // them after the change failed with "leader changed" and the call had to be repeated;
+        // etcd removes a leader in one call.
+        attributes.removed = true;
+        self.record_member(attributes.clone()).await?;
+        let changed = self
+            .0
             .node
             .change_config(raft::ConfigChange::new([
                 raft::ConfigChangeStep::RemoveNode(id),
             ]))
-            .await
-            .map_err(to_status)?;
-        // The configuration change is the removal: from here the member is not listed (see
-        // `member_list`). Its attributes are marked removed through the log too, for the peer
-        // addresses, by whichever member leads by then. Rationale: a leader that removed itself
-        // hands leadership over at once, so recording that here failed with "leader changed"
-        // and the call had to be repeated; etcd removes a leader in one call.
-        attributes.removed = true;
-        tokio::spawn(record_removal(Arc::clone(&self.0), attributes));
+            .await;
+        if let Err(error) = changed {
+            // The member stays: listed again, so that the removal can be retried.
+            attributes.removed = false;
+            if let Err(status) = self.record_member(attributes).await {
+                tracing::warn!(
+                    "member {id:x} was not removed, but it could not be listed again: {}",
+                    status.message()
+                );
+            }
+            return Err(to_status(error));
+        }
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.0.header(self.0.current_revision())),
             members: self.member_list(),
@@ -809,12 +792,10 @@ impl Internal for InternalService {
         let Some(known) = known else {
             return Err(Status::not_found("etcdserver: member not found"));
         };
-        // Only the name and client URLs are published this way, and a removal (never undone);
-        // the rest stays as recorded.
+        // Only the name and client URLs are published this way; the rest stays as recorded.
         let updated = MemberAttributes {
             name: attributes.name,
             client_urls: attributes.client_urls,
-            removed: attributes.removed,
             ..known
         };
         self.0

@@ -271,6 +271,14 @@ impl Cluster {
     /// tests can run in parallel; ports stay below Linux's ephemeral range (32768 and up), so
     /// that no outgoing connection can be holding one of them.
     pub fn start(size: usize, base_port: u16, extra_flags: &[&str]) -> Cluster {
+        let cluster = Cluster::launch(size, base_port, extra_flags);
+        cluster.wait_for_leader(&(0..size).collect::<Vec<_>>());
+        cluster
+    }
+
+    /// [`Cluster::start`] without waiting for anything: every process is started and the
+    /// cluster returned at once.
+    pub fn launch(size: usize, base_port: u16, extra_flags: &[&str]) -> Cluster {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let mut common_flags: Vec<String> = [
             "--heartbeat-interval",
@@ -306,7 +314,6 @@ impl Cluster {
             ]);
             node.start();
         }
-        cluster.wait_for_leader(&(0..size).collect::<Vec<_>>());
         cluster
     }
 
