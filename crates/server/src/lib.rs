@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod config;
 pub mod identity;
+pub mod members;
 pub mod mvcc;
 pub mod proto;
 pub mod runtime;

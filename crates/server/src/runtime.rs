@@ -650,26 +650,12 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
 
     /// Connects the transport to every member the log knows of, and forgets removed ones.
     fn update_peers(&mut self) {
-        let config = self.shell.node().config_state().clone();
-        let mut wanted = BTreeMap::new();
-        for member in self.state_machine.members() {
-            if member.removed || member.id == self.config.id {
-                continue;
-            }
-            let Some(url) = member.peer_urls.first() else {
-                continue;
-            };
-            if let Ok(address) = crate::cluster::host_and_port(url) {
-                wanted.insert(member.id, address);
-            }
-        }
-        // A member in the Raft configuration whose attributes are not applied yet keeps the
-        // address it had.
-        for id in config.all_nodes() {
-            if let Some(address) = self.known_peers.get(&id) {
-                wanted.entry(id).or_insert_with(|| address.clone());
-            }
-        }
+        let wanted = crate::members::peer_addresses(
+            &self.state_machine.members(),
+            self.shell.node().config_state(),
+            self.config.id,
+            &self.known_peers,
+        );
         for (id, address) in &wanted {
             if self.known_peers.get(id) != Some(address) {
                 self.network.set_peer(*id, address.clone());

@@ -1,13 +1,11 @@
 //! One Flotilla node as a process: opens the data directory, starts the peer transport, the
 //! node runtime and the client gRPC services, and runs until asked to stop.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use prost::Message as _;
-use raft::{ConfigState, NodeId};
+use raft::ConfigState;
 use storage::Bootstrap;
 use tokio::sync::mpsc;
 
@@ -32,9 +30,6 @@ use crate::services::{
 };
 use crate::transport::{Transport, TransportConfig};
 
-/// The metadata name under which a founding member records the initial members' attributes.
-const INITIAL_MEMBERS_METADATA: &str = "initial-members";
-
 /// The MVCC store as the runtime's state machine.
 pub struct KvStateMachine {
     store: Arc<Mutex<MvccStore>>,
@@ -57,27 +52,6 @@ impl KvStateMachine {
             initial_members,
         }
     }
-}
-
-/// Every member: the initial ones recorded at founding, overridden by those applied through
-/// the log.
-pub fn all_members(store: &MvccReader) -> Vec<MemberAttributes> {
-    let mut by_id: BTreeMap<NodeId, MemberAttributes> = BTreeMap::new();
-    if let Some(encoded) = store.metadata(INITIAL_MEMBERS_METADATA) {
-        let mut buffer = &encoded[..];
-        while !buffer.is_empty() {
-            match MemberAttributes::decode_length_delimited(&mut buffer) {
-                Ok(member) => {
-                    by_id.insert(member.id, member);
-                }
-                Err(_) => break,
-            }
-        }
-    }
-    for member in store.members() {
-        by_id.insert(member.id, member);
-    }
-    by_id.into_values().collect()
 }
 
 impl StateMachine for KvStateMachine {
@@ -143,7 +117,7 @@ impl StateMachine for KvStateMachine {
                 ));
             }
             if let Some(encoded) = &self.initial_members {
-                store.set_metadata(INITIAL_MEMBERS_METADATA, encoded);
+                crate::members::record_initial_members(&mut store, encoded);
             }
             store.record_applied_index(1);
             return Ok(());
@@ -152,7 +126,7 @@ impl StateMachine for KvStateMachine {
     }
 
     fn members(&self) -> Vec<MemberAttributes> {
-        all_members(&self.reader)
+        crate::members::all_members(&self.reader)
     }
 }
 
@@ -229,15 +203,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         ))
     };
     let store = Arc::new(Mutex::new(store));
-    let initial_members = (!founders.is_empty()).then(|| {
-        let mut encoded = Vec::new();
-        for member in &founders {
-            member
-                .encode_length_delimited(&mut encoded)
-                .expect("a Vec grows as needed");
-        }
-        encoded
-    });
+    let initial_members =
+        (!founders.is_empty()).then(|| crate::members::encode_initial_members(&founders));
     let peer_address = resolve_address(&config.peer_listen_address).await?;
     let (inbound_sender, inbound) = mpsc::channel(65_536);
     // A founder knows the cluster id from the founding members. A member joining a running
@@ -262,10 +229,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         if id == member_id {
             continue;
         }
-        if let Some(url) = peer_urls.first() {
-            if let Ok(address) = crate::cluster::host_and_port(url) {
-                PeerNetwork::set_peer(network.as_ref(), id, address);
-            }
+        if let Some(address) = crate::members::peer_address(peer_urls) {
+            PeerNetwork::set_peer(network.as_ref(), id, address);
         }
     }
     let mut servers = Vec::new();

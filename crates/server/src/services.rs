@@ -99,7 +99,7 @@ impl ServiceState {
     }
 
     fn members(&self) -> Vec<MemberAttributes> {
-        crate::serve::all_members(&self.reader)
+        crate::members::all_members(&self.reader)
     }
 
     /// Waits until this member's store has applied up to `revision` (revisions are the same
