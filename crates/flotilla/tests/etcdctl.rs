@@ -207,3 +207,79 @@ fn etcdctl_3_4_works_against_a_flotilla_cluster() {
         "result\nno\n"
     );
 }
+
+/// etcdctl given endpoints with their scheme (`--endpoints=http://127.0.0.1:2379`), as etcd's
+/// documentation writes them. For `endpoint status`, `health` and `hashkv` it then sends the
+/// whole URL as the HTTP/2 `:authority`, which h2 alone would refuse with PROTOCOL_ERROR
+/// (`stream terminated by RST_STREAM`); etcd accepts it, and so must Flotilla, for every call.
+#[test]
+fn etcdctl_3_4_works_with_endpoints_given_as_urls() {
+    let etcdctl_binary = find_etcdctl();
+    let cluster = Cluster::start(3, 23000, &[]);
+    cluster.wait_for_leader(&[0, 1, 2]);
+    let urls: Vec<String> = cluster
+        .endpoints(&[0, 1, 2])
+        .iter()
+        .map(|endpoint| format!("http://{endpoint}"))
+        .collect();
+    let run = |endpoints: &[String], arguments: &[&str]| {
+        etcdctl(&etcdctl_binary, endpoints, arguments, "")
+    };
+
+    // endpoint status: one line per endpoint, named as given, one leader among them.
+    let status = run(&urls, &["endpoint", "status"]);
+    let status = status.expect_ok("endpoint status").to_string();
+    let lines: Vec<Vec<&str>> = status
+        .lines()
+        .map(|line| line.split(", ").collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "{status}");
+    for (fields, url) in lines.iter().zip(&urls) {
+        assert_eq!(fields[0], url, "{status}");
+        assert_eq!(fields[2], "3.4.0", "{status}");
+    }
+    let leaders = lines.iter().filter(|fields| fields[4] == "true").count();
+    assert_eq!(leaders, 1, "{status}");
+    // Each endpoint on its own too, as a user checking one member would.
+    for url in &urls {
+        let one = run(
+            std::slice::from_ref(url),
+            &["endpoint", "status", "-w", "json"],
+        );
+        let json = one.expect_ok("endpoint status -w json");
+        assert!(json.contains(&format!("\"Endpoint\":\"{url}\"")), "{json}");
+    }
+
+    // endpoint health commits a read through each endpoint (reported on standard error).
+    let health = run(&urls, &["endpoint", "health"]);
+    assert!(health.success(), "{health:?}");
+    for url in &urls {
+        assert!(
+            health.stderr.contains(&format!("{url} is healthy")),
+            "{health:?}"
+        );
+    }
+
+    // endpoint hashkv reaches the Maintenance service, which does not serve HashKV yet: the
+    // answer is its Unimplemented, not a reset stream.
+    let hashkv = run(&urls[..1], &["endpoint", "hashkv"]);
+    assert!(!hashkv.success(), "{hashkv:?}");
+    assert!(!hashkv.stderr.contains("PROTOCOL_ERROR"), "{hashkv:?}");
+    assert!(
+        hashkv.stderr.contains(
+            "code = Unimplemented desc = the Maintenance service's HashKV is not served by \
+             Flotilla yet"
+        ),
+        "{hashkv:?}"
+    );
+
+    // The key-value calls take the same endpoints.
+    assert_eq!(
+        run(&urls, &["put", "url", "works"]).expect_ok("put"),
+        "OK\n"
+    );
+    assert_eq!(
+        run(&urls[2..], &["get", "url"]).expect_ok("get"),
+        "url\nworks\n"
+    );
+}

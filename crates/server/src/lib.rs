@@ -2,6 +2,7 @@
 //! committed entries to an MVCC key-value store and serves etcd's v3 gRPC API.
 #![deny(missing_docs)]
 
+pub mod authority;
 pub mod cluster;
 pub mod config;
 pub mod identity;

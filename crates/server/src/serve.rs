@@ -9,6 +9,7 @@ use raft::ConfigState;
 use storage::Bootstrap;
 use tokio::sync::mpsc;
 
+use crate::authority::TolerantAuthority;
 use crate::config::{InitialClusterState, ServeConfig, TICK_INTERVAL};
 use crate::identity::Identity;
 use crate::mvcc::{
@@ -453,18 +454,23 @@ async fn publish_attributes(
     }
 }
 
+/// A client's connection, as tonic serves it.
+type ClientConnection = TolerantAuthority<tokio::net::TcpStream>;
+
 /// Accepted connections as the stream tonic serves.
 ///
 /// Each connection gets TCP_NODELAY: gRPC writes a response as several small writes, and with
 /// Nagle's algorithm the second waits for the client's delayed acknowledgement, about 40 ms.
+/// Each is read through [`TolerantAuthority`], so that requests whose `:authority` carries a
+/// scheme, as etcdctl's `endpoint status` sends them, are served rather than reset by h2.
 fn tokio_stream_listener(
     listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+) -> impl tokio_stream::Stream<Item = Result<ClientConnection, std::io::Error>> {
     use tokio_stream::StreamExt as _;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        Ok(TolerantAuthority::new(stream))
     })
 }
 
