@@ -291,6 +291,9 @@ pub enum ShellBug {
     /// `must_sync` is ignored: only entries and snapshots are synced, so a new term or vote
     /// alone is written without a sync.
     SyncOnlyEntries,
+    /// The log is compacted to a snapshot as soon as its image is taken, before its file is
+    /// written and synced: a crash in between leaves a log whose start is in no file.
+    AdoptBeforeSaved,
 }
 
 /// A client token with the tick after which it times out.
@@ -716,8 +719,15 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
             .snapshot()
             .map_err(|error| format!("taking a snapshot image: {error}"))?;
         self.snapshot_saving = true;
+        let snapshot = Snapshot { meta, data };
+        #[cfg(feature = "planted-bugs")]
+        if self.has_bug(ShellBug::AdoptBeforeSaved)
+            && self.node.storage_mut().adopt_snapshot(snapshot.clone())?
+        {
+            self.snapshot_index = snapshot.meta.index;
+        }
         self.snapshot_job = Some(SnapshotJob {
-            snapshot: Snapshot { meta, data },
+            snapshot,
             writer: self.node.storage().snapshot_writer(),
         });
         Ok(())

@@ -58,6 +58,11 @@ fn main() {
             PlantedBug::Shell(server::shell::ShellBug::SyncOnlyEntries),
             true,
         ),
+        (
+            "AdoptBeforeSaved",
+            PlantedBug::Shell(server::shell::ShellBug::AdoptBeforeSaved),
+            true,
+        ),
     ];
     for (name, bug, check_commit_rule) in cases {
         let config = SimConfig {

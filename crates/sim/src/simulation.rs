@@ -331,6 +331,8 @@ enum Fault {
     Partition,
     Network,
     Crash,
+    /// Every running node crashes at once, and each restarts on its own a little later.
+    CrashAll,
     /// For a while, every node that grants a vote crashes right after and restarts at once.
     CrashVoters,
     /// For a while, every new leader is cut off or crashed moments after its election.
@@ -1165,7 +1167,10 @@ fn after_readies(sim_node: &mut SimNode, world: &mut World, config_applied: Opti
             job.snapshot.meta.index
         ));
         sim_node.snapshot_job = Some(job);
-        let at = world.now + world.rng.range(1, 3 * TICK);
+        // Rationale: a large image takes the server's blocking thread a while to write (0.7 s
+        // for 125 MB); up to ten ticks gives crashes, elections and compactions time to fall
+        // in between.
+        let at = world.now + world.rng.range(1, 10 * TICK);
         let incarnation = sim_node.incarnation;
         world.schedule(
             at,
@@ -1874,6 +1879,7 @@ impl Simulation {
                 faults.loss || faults.duplicate || faults.delay,
             ),
             (Fault::Crash, faults.crash),
+            (Fault::CrashAll, faults.crash),
             (Fault::CrashVoters, faults.crash),
             (Fault::LeaderChurn, faults.crash || faults.partition),
             (Fault::Pause, faults.pause),
@@ -1898,6 +1904,19 @@ impl Simulation {
                         let target = self.pick_target(&targets);
                         self.crash(target);
                         let at = self.world.now + self.world.rng.range(5, 150) * TICK;
+                        self.world.schedule(at, Ev::Restart { node: target });
+                    }
+                }
+                Fault::CrashAll => {
+                    // A power failure of the whole cluster: every node loses what it had not
+                    // synced, and each comes back on its own a little later, from its disk
+                    // alone, as a whole-cluster restart of the server does.
+                    let targets = self.running_ids();
+                    self.world
+                        .note(format!("nemesis: every node crashes ({targets:?})"));
+                    for target in targets {
+                        self.crash(target);
+                        let at = self.world.now + self.world.rng.range(5, 60) * TICK;
                         self.world.schedule(at, Ev::Restart { node: target });
                     }
                 }

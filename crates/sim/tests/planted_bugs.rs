@@ -112,3 +112,9 @@ fn sending_before_the_vote_is_persisted_is_caught() {
 fn sending_before_the_vote_is_synced_is_caught_with_the_wal() {
     first_detection(PlantedBug::Shell(ShellBug::SyncOnlyEntries), small());
 }
+
+/// The shell compacts the log to a snapshot before the snapshot's file is durable.
+#[test]
+fn adopting_a_snapshot_before_its_file_is_saved_is_caught() {
+    first_detection(PlantedBug::Shell(ShellBug::AdoptBeforeSaved), small());
+}
