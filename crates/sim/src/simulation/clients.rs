@@ -1,0 +1,279 @@
+//! The clients: invoke operations, send them to a node, retry elsewhere, give up.
+
+use super::*;
+
+impl Simulation {
+    pub(super) fn on_client_wake(&mut self, index: usize, generation: u64) {
+        let client = &self.world.clients[index];
+        if client.generation != generation {
+            return;
+        }
+        match client.pending {
+            Some(pending) => {
+                if self.world.now >= pending.invoked_at + OPERATION_DEADLINE_TICKS * TICK {
+                    self.give_up(index);
+                } else {
+                    self.attempt(index);
+                }
+            }
+            None => {
+                let ops_left = (self.world.stats.ops_invoked as usize) < self.world.config.ops;
+                if self.world.phase == Phase::Chaos && ops_left {
+                    self.invoke(index);
+                }
+            }
+        }
+    }
+
+    pub(super) fn give_up(&mut self, index: usize) {
+        let client = &mut self.world.clients[index];
+        let pending = client.pending.take().expect("pending");
+        client.generation += 1;
+        let generation = client.generation;
+        let client_id = client.id;
+        self.world.history.indeterminate(pending.history_id);
+        self.world.stats.ops_indeterminate += 1;
+        self.world.record(Event::GiveUp {
+            client: client_id,
+            op: pending.op,
+        });
+        let at = self.world.now + self.world.think_ticks() * TICK;
+        self.world.schedule(
+            at,
+            Ev::ClientWake {
+                client: index,
+                generation,
+            },
+        );
+    }
+
+    pub(super) fn invoke(&mut self, index: usize) {
+        let world = &mut self.world;
+        let key = world.rng.below(world.params.keys);
+        let roll = world.rng.below(100);
+        let op = if roll < 45 {
+            let value = world.next_value;
+            world.next_value += 1;
+            OpSummary::Put { key, value }
+        } else if roll < 75 {
+            OpSummary::Get { key }
+        } else {
+            let known = world.known_values.get(&key).copied().flatten();
+            let expected = if world.rng.chance(800) {
+                known
+            } else if world.rng.chance(500) {
+                None
+            } else {
+                Some(world.rng.range(1, world.next_value))
+            };
+            let new = world.next_value;
+            world.next_value += 1;
+            OpSummary::CompareAndSwap { key, expected, new }
+        };
+        let client = &mut world.clients[index];
+        let request = client.next_request;
+        client.next_request += 1;
+        let history_id = world.history.invoke(client.id, to_history_operation(op));
+        world.stats.ops_invoked += 1;
+        client.pending = Some(Pending {
+            op,
+            history_id,
+            request,
+            attempts: 0,
+            invoked_at: world.now,
+            target: None,
+        });
+        self.attempt(index);
+    }
+
+    /// Sends the pending operation to the node the client believes leads, or to any node.
+    pub(super) fn attempt(&mut self, index: usize) {
+        let running = self.running_ids();
+        let client = &self.world.clients[index];
+        let hinted = client.leader_hint.filter(|id| running.contains(id));
+        let mut pending = client.pending.expect("pending");
+        let is_read = matches!(pending.op, OpSummary::Get { .. });
+        let target = match hinted {
+            Some(id) if !(is_read && self.world.driver_bug(DriverBug::StaleLocalRead)) => Some(id),
+            _ if running.is_empty() => None,
+            _ => Some(self.world.rng.pick(&running)),
+        };
+        pending.attempts += 1;
+        pending.target = None;
+        let client = &mut self.world.clients[index];
+        client.generation += 1;
+        client.pending = Some(pending);
+        let generation = client.generation;
+        let client_id = client.id;
+        let Some(target) = target else {
+            let at = self.world.now + TICK;
+            self.world.schedule(
+                at,
+                Ev::ClientWake {
+                    client: index,
+                    generation,
+                },
+            );
+            return;
+        };
+        self.world.record(Event::Invoke {
+            client: client_id,
+            node: target,
+            op: pending.op,
+            attempt: pending.attempts,
+        });
+        let sim_node = self.nodes.get_mut(&target).expect("running");
+        let incarnation = sim_node.incarnation;
+        if sim_node.paused {
+            // The request sits unanswered in a frozen process: the client times out.
+            let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
+            self.world.schedule(
+                at,
+                Ev::ClientWake {
+                    client: index,
+                    generation,
+                },
+            );
+            return;
+        }
+        let retry_soon = self.world.now + self.world.rng.range(TICK / 2, 2 * TICK);
+        match pending.op {
+            OpSummary::Get { key } => {
+                if self.world.driver_bug(DriverBug::StaleLocalRead) {
+                    let value = sim_node.shell().state_machine().kv.get(key);
+                    self.world.complete(index, Response::Get(value));
+                    return;
+                }
+                let attempt = self.world.next_read_attempt;
+                self.world.next_read_attempt += 1;
+                let waiting = Waiting::Read(attempt);
+                self.set_target(index, target, incarnation, waiting);
+                let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
+                self.world.schedule(
+                    at,
+                    Ev::ClientWake {
+                        client: index,
+                        generation,
+                    },
+                );
+                // The shell registers the read with the core when it handles its Readys, and
+                // answers it (or refuses it, without a leader) then.
+                let sim_node = self.nodes.get_mut(&target).expect("running");
+                sim_node.shell().read(SimWaiter::Client { index, waiting });
+            }
+            OpSummary::Put { key, value } => {
+                let action = Action::Put { key, value };
+                self.propose_write(
+                    index,
+                    target,
+                    incarnation,
+                    pending.request,
+                    action,
+                    generation,
+                    retry_soon,
+                );
+            }
+            OpSummary::CompareAndSwap { key, expected, new } => {
+                let action = Action::CompareAndSwap { key, expected, new };
+                self.propose_write(
+                    index,
+                    target,
+                    incarnation,
+                    pending.request,
+                    action,
+                    generation,
+                    retry_soon,
+                );
+            }
+        }
+        let sim_node = self.nodes.get_mut(&target).expect("exists");
+        process(sim_node, &mut self.world);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn propose_write(
+        &mut self,
+        index: usize,
+        target: NodeId,
+        incarnation: u64,
+        request: u64,
+        action: Action,
+        generation: u64,
+        retry_soon: u64,
+    ) {
+        let client_id = self.world.clients[index].id;
+        let command = Command {
+            client: client_id,
+            request,
+            action,
+        };
+        let sim_node = self.nodes.get_mut(&target).expect("running");
+        if self.world.driver_bug(DriverBug::AckBeforeCommit) {
+            let proposed = sim_node.shell().propose(
+                request_id(client_id, request),
+                command.encode(),
+                SimWaiter::Probe,
+            );
+            if proposed.is_ok() {
+                let response = match sim_node.shell().state_machine().kv.peek(&action) {
+                    Answer::CompareAndSwap(swapped) => Response::CompareAndSwap(swapped),
+                    _ => Response::Put,
+                };
+                self.world.complete(index, response);
+                return;
+            }
+        }
+        let waiting = Waiting::Write(request);
+        // Set before proposing: the shell may answer within the call's handling.
+        self.set_target(index, target, incarnation, waiting);
+        let sim_node = self.nodes.get_mut(&target).expect("running");
+        let proposed = sim_node.shell().propose(
+            request_id(client_id, request),
+            command.encode(),
+            SimWaiter::Client { index, waiting },
+        );
+        match proposed {
+            Ok(_) => {
+                self.world.clients[index].leader_hint = Some(target);
+                let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
+                self.world.schedule(
+                    at,
+                    Ev::ClientWake {
+                        client: index,
+                        generation,
+                    },
+                );
+            }
+            Err(Refused { error, .. }) => {
+                if let Some(pending) = self.world.clients[index].pending.as_mut() {
+                    pending.target = None;
+                }
+                let hint = match error {
+                    ShellError::NotLeader { leader } => leader,
+                    ShellError::NoLeader => None,
+                    _ => Some(target),
+                };
+                self.world.clients[index].leader_hint = hint;
+                self.world.schedule(
+                    retry_soon,
+                    Ev::ClientWake {
+                        client: index,
+                        generation,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn set_target(
+        &mut self,
+        index: usize,
+        node: NodeId,
+        incarnation: u64,
+        waiting: Waiting,
+    ) {
+        if let Some(pending) = self.world.clients[index].pending.as_mut() {
+            pending.target = Some((node, incarnation, waiting));
+        }
+    }
+}
