@@ -20,7 +20,17 @@ impl SimNode {
 /// produced meanwhile (a cut link, a snapshot that did not get through) is given to the node
 /// between rounds, as the core requires, and may produce more Readys.
 pub(super) fn process(sim_node: &mut SimNode, world: &mut World) {
-    loop {
+    for round in 0.. {
+        if round == ROUNDS_PER_EVENT_MAX {
+            world.fail_now(
+                "the run ends",
+                format!(
+                    "n{} went through {ROUNDS_PER_EVENT_MAX} rounds of Readys and feedback for one event",
+                    sim_node.id
+                ),
+            );
+            return;
+        }
         let id = sim_node.id;
         let incarnation = sim_node.incarnation;
         let Some(shell) = sim_node.shell.as_mut() else {
@@ -33,6 +43,7 @@ pub(super) fn process(sim_node: &mut SimNode, world: &mut World) {
             incarnation,
             applied: &mut sim_node.applied,
             commit_seen: &mut sim_node.commit_seen,
+            synced_hard_state: &mut sim_node.synced_hard_state,
             unsynced_hard_states: &mut sim_node.unsynced_hard_states,
             config_applied: None,
         };
@@ -90,6 +101,7 @@ pub(super) struct Checks<'a> {
     incarnation: u64,
     applied: &'a mut u64,
     commit_seen: &'a mut u64,
+    synced_hard_state: &'a mut HardState,
     unsynced_hard_states: &'a mut Vec<HardState>,
     /// The index of the last membership change applied during the call, if any.
     config_applied: Option<u64>,
@@ -150,6 +162,11 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
         } else {
             self.unsynced_hard_states.extend(hard_state);
         }
+        // `MemoryStorage` has no unsynced writes: what it is given is durable at once.
+        let durable = must_sync || world.config.storage == StorageKind::Memory;
+        if let Some(hard_state) = hard_state.filter(|_| durable) {
+            *self.synced_hard_state = hard_state;
+        }
         let Some(hard_state) = hard_state else {
             return;
         };
@@ -200,6 +217,57 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
 
     fn on_send(&mut self, _node: &Node<NodeStorage>, messages: &[Message], early: bool) {
         let world = &mut *self.world;
+        let id = self.id;
+        let synced = *self.synced_hard_state;
+        for message in messages {
+            let pre_vote = matches!(
+                message.body,
+                MessageBody::VoteRequest { pre_vote: true, .. }
+                    | MessageBody::VoteResponse { pre_vote: true, .. }
+            );
+            // A message carries its sender's term; every term but a pre-vote's (the term it
+            // would campaign in) must be durable before anything in it leaves.
+            if !pre_vote && message.term > synced.term {
+                world.fail_now(
+                    "a message leaves only once its term is durable",
+                    format!(
+                        "n{id} sends {} of term {} to n{} while its durable term is {}",
+                        message.body.kind_name(),
+                        message.term,
+                        message.to,
+                        synced.term
+                    ),
+                );
+                return;
+            }
+            if let MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            } = message.body
+            {
+                if synced.term != message.term || synced.vote != Some(message.to) {
+                    world.fail_now(
+                        "a vote leaves only once it is durable",
+                        format!(
+                            "n{id} grants n{} its vote in term {} while its durable hard state is term {} vote {:?}",
+                            message.to, message.term, synced.term, synced.vote
+                        ),
+                    );
+                    return;
+                }
+                let earlier = world.votes_granted.insert((id, message.term), message.to);
+                if let Some(earlier) = earlier.filter(|&earlier| earlier != message.to) {
+                    world.fail_now(
+                        "a node votes at most once in a term, across crashes",
+                        format!(
+                            "n{id} votes for n{} in term {} having voted for n{earlier}",
+                            message.to, message.term
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
         if !early
             && world.now < world.crash_voters_until
             && messages.iter().any(|message| {

@@ -61,6 +61,13 @@ const OPERATION_DEADLINE_TICKS: u64 = 4 * ATTEMPT_TIMEOUT_TICKS;
 /// Mixed into the seed for [`World::disk_rng`].
 const DISK_RANDOM_STREAM: u64 = 0xD15C_D15C_D15C_D15C;
 
+/// The most events one run may handle (a seed handles about 10,000); see the watchdog in
+/// `run_to_end`.
+const EVENTS_MAX: u64 = 5_000_000;
+
+/// The most rounds of Readys and transport feedback one node may go through for one event.
+const ROUNDS_PER_EVENT_MAX: u64 = 100_000;
+
 /// The most nodes the nemesis adds beyond the founding members.
 const JOINERS_MAX: u64 = 3;
 
@@ -181,6 +188,9 @@ struct SimNode {
     applied: u64,
     /// The commit index this life has persisted, to check that it never goes backwards.
     commit_seen: u64,
+    /// The term and vote last made durable (synced, with the WAL), for the check that no
+    /// message leaves before the term and vote it depends on are durable.
+    synced_hard_state: HardState,
     paused: bool,
     /// Ticks that passed while paused, delivered at once on resume if `jump_on_resume`.
     missed_ticks: u64,
@@ -397,6 +407,11 @@ struct World {
     crash_voters_until: u64,
     /// Nodes to crash once the current event is handled, and when to restart them.
     crash_requests: Vec<(NodeId, u64)>,
+    /// Every vote granted, by voter and term: the candidate it went to. Kept across crashes,
+    /// so that a node that forgot its vote is caught the moment it grants another.
+    votes_granted: BTreeMap<(NodeId, u64), NodeId>,
+    /// Events handled so far, for the watchdog.
+    events_handled: u64,
     /// Until this time every new leader is crashed moments after its election: many short
     /// terms whose leaders leave divergent, partly replicated tails (the paper's Figure 8).
     leader_churn_until: u64,
@@ -829,6 +844,8 @@ impl Simulation {
             feedback: Vec::new(),
             crash_voters_until: 0,
             crash_requests: Vec::new(),
+            votes_granted: BTreeMap::new(),
+            events_handled: 0,
             leader_churn_until: 0,
             phase: Phase::Chaos,
             probe_request: 0,
@@ -921,6 +938,7 @@ impl Simulation {
         };
         let applied = storage.first_index() - 1;
         let commit_seen = storage.durable_hard_state().commit;
+        let synced_hard_state = storage.durable_hard_state();
         let shell = build_shell(&self.world, config.clone(), storage);
         let sim_node = SimNode {
             id,
@@ -936,6 +954,7 @@ impl Simulation {
             incarnation: 1,
             applied,
             commit_seen,
+            synced_hard_state,
             paused: false,
             missed_ticks: 0,
             jump_on_resume: false,
@@ -964,6 +983,16 @@ impl Simulation {
                 self.world.fail_now(
                     "the run ends",
                     "the simulation ran past its time limit".into(),
+                );
+                break;
+            }
+            self.world.events_handled += 1;
+            if self.world.events_handled > EVENTS_MAX {
+                // Rationale: a bug that makes the cluster busy forever without time passing
+                // (a message storm at one instant) must fail its seed, not hang the batch.
+                self.world.fail_now(
+                    "the run ends",
+                    format!("the watchdog stopped the run after {EVENTS_MAX} events"),
                 );
                 break;
             }
