@@ -61,6 +61,11 @@ const OPERATION_DEADLINE_TICKS: u64 = 4 * ATTEMPT_TIMEOUT_TICKS;
 /// Mixed into the seed for [`World::disk_rng`].
 const DISK_RANDOM_STREAM: u64 = 0xD15C_D15C_D15C_D15C;
 
+/// Mixed into the seed for the choice of the seed's fault kinds (swarm testing). Rationale for
+/// a stream of its own: a seed that keeps every fault kind runs exactly as it did before swarm
+/// testing existed.
+const SWARM_RANDOM_STREAM: u64 = 0x5A3A_5A3A_5A3A_5A3A;
+
 /// The most events one run may handle (a seed handles about 10,000); see the watchdog in
 /// `run_to_end`.
 const EVENTS_MAX: u64 = 5_000_000;
@@ -339,7 +344,30 @@ struct Params {
     fault_gap_max_ticks: u64,
     think_max_ticks: u64,
     keys: u64,
+    /// The fault kinds this seed's nemesis may choose, one bit per [`Fault`] (swarm testing).
+    fault_kinds: u32,
 }
+
+/// Swarm testing, as FoundationDB's simulation does it: half the seeds keep every fault kind;
+/// each of the others keeps each kind with even odds, so that a seed with few kinds hits
+/// each of them far more often and reaches combinations that every kind at a low rate
+/// rarely does. The kinds the configuration allows are filtered afterwards.
+fn swarm_fault_kinds(seed: u64) -> u32 {
+    let mut rng = SimRng::new(seed ^ SWARM_RANDOM_STREAM);
+    if rng.chance(500) {
+        return u32::MAX;
+    }
+    (0..FAULT_KINDS).fold(0, |kinds, kind| {
+        if rng.chance(500) {
+            kinds | (1 << kind)
+        } else {
+            kinds
+        }
+    })
+}
+
+/// How many kinds of [`Fault`] there are: `Corrupt` is the last.
+const FAULT_KINDS: u32 = Fault::Corrupt as u32 + 1;
 
 /// What the nemesis can do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -807,6 +835,7 @@ impl Simulation {
                 / config.ops.max(1) as u64)
                 .max(2),
             keys: (2 * config.clients as u64).max(4),
+            fault_kinds: swarm_fault_kinds(seed),
         };
         let trace = Trace::new(config.recent_events, config.keep_trace);
         let founders: Vec<NodeId> = (1..=config.nodes as u64).collect();

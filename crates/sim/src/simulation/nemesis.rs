@@ -27,11 +27,19 @@ impl Simulation {
             (Fault::DiskFailure, faults.disk && wal),
             (Fault::Corrupt, faults.corrupt && wal),
         ];
-        let kinds: Vec<Fault> = candidates
+        let allowed: Vec<Fault> = candidates
             .iter()
             .filter(|(_, enabled)| *enabled)
             .map(|(fault, _)| *fault)
             .collect();
+        let swarm = self.world.params.fault_kinds;
+        let chosen: Vec<Fault> = allowed
+            .iter()
+            .copied()
+            .filter(|&fault| swarm & (1 << fault as u32) != 0)
+            .collect();
+        // A seed whose swarm keeps none of the allowed kinds runs with all of them.
+        let kinds = if chosen.is_empty() { allowed } else { chosen };
         if !kinds.is_empty() {
             match self.world.rng.pick(&kinds) {
                 Fault::Partition => self.start_partition(),
