@@ -696,7 +696,7 @@ fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
     assert_eq!(run.expect_ok("a delete past the quota"), "0\n");
 }
 
-/// The etcd calls Flotilla does not serve yet (Watch, Lease, and Maintenance's Defragment,
+/// The etcd calls Flotilla does not serve yet (Lease, and Maintenance's Defragment,
 /// Hash, HashKV and Snapshot) answer Unimplemented with a message that names the service and
 /// the method, so that a client's user can tell which call was refused and that it is by
 /// design, not a bug.
@@ -704,10 +704,9 @@ fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
 fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
     use server::proto::etcdserverpb::lease_client::LeaseClient;
     use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-    use server::proto::etcdserverpb::watch_client::WatchClient;
     use server::proto::etcdserverpb::{
         HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
-        LeaseRevokeRequest, LeaseTimeToLiveRequest, SnapshotRequest, WatchRequest,
+        LeaseRevokeRequest, LeaseTimeToLiveRequest, SnapshotRequest,
     };
 
     let cluster = Cluster::start(1, 23050, &[]);
@@ -722,19 +721,9 @@ fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
             .connect()
             .await
             .expect("the node accepts a connection");
-        let mut watch = WatchClient::new(channel.clone());
         let mut lease = LeaseClient::new(channel.clone());
         let mut maintenance = MaintenanceClient::new(channel);
         vec![
-            (
-                "Watch/Watch",
-                watch
-                    .watch(tonic::codegen::tokio_stream::iter(
-                        [WatchRequest::default()],
-                    ))
-                    .await
-                    .expect_err("watch is not served"),
-            ),
             (
                 "Lease/LeaseGrant",
                 lease

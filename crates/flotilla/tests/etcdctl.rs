@@ -283,3 +283,36 @@ fn etcdctl_3_4_works_with_endpoints_given_as_urls() {
         "url\nworks\n"
     );
 }
+
+/// `etcdctl watch` prints each change as it is made, with `--prev-kv` the value before, as
+/// against etcd (the expected text is what etcd 3.4.23 printed for the same commands).
+#[test]
+fn etcdctl_watch_prints_each_change() {
+    let binary = find_etcdctl();
+    let cluster = Cluster::start(1, 23550, &[]);
+    let endpoint = cluster.nodes[0].endpoint();
+    let mut watch = Command::new(&binary);
+    watch.env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &endpoint,
+        "watch",
+        "k",
+        "--prefix",
+        "--prev-kv",
+    ]);
+    let watcher = std::thread::spawn(move || run_with_timeout(watch, "", Duration::from_secs(5)));
+    // The watch is created once etcdctl has connected; a put before that would be missed.
+    std::thread::sleep(Duration::from_millis(1500));
+    let endpoints = [endpoint.clone()];
+    for (key, value) in [("k1", "one"), ("k1", "two"), ("k2", "three")] {
+        let run = etcdctl(&binary, &endpoints, &["put", key, value], "");
+        assert_eq!(run.expect_ok("put"), "OK\n");
+    }
+    let run = etcdctl(&binary, &endpoints, &["del", "k1"], "");
+    assert_eq!(run.expect_ok("del"), "1\n");
+    let printed = watcher.join().expect("the watcher thread").stdout;
+    assert_eq!(
+        printed, "PUT\nk1\none\nPUT\nk1\none\nk1\ntwo\nPUT\nk2\nthree\nDELETE\nk1\ntwo\nk1\n\n",
+        "{printed:?}"
+    );
+}

@@ -63,6 +63,51 @@ pub struct ServeArgs {
     /// Largest client request accepted, in bytes.
     #[arg(long, default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
+    /// How often watchers that asked for progress notifications get one (as etcd's flag: a
+    /// duration such as 10m, 30s or 1m30s).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub experimental_watch_progress_notify_interval: Duration,
+}
+
+/// A duration as etcd's flags write them: numbers each followed by a unit (`ms`, `s`, `m`,
+/// `h`), such as `10m`, `500ms` or `1m30s`; positive.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration such as 10m, 30s or 500ms");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_length = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_length] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_length..];
+        let part = u32::try_from(number)
+            .ok()
+            .and_then(|number| unit.checked_mul(number))
+            .ok_or_else(invalid)?;
+        total = total.checked_add(part).ok_or_else(invalid)?;
+    }
+    if total.is_zero() {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(total)
 }
 
 /// The length of one tick of the Raft core.
@@ -285,6 +330,17 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_as_etcd_writes_them() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for wrong in ["", "10", "m", "10x", "1.5s", "0s", "-1s"] {
+            assert!(parse_duration(wrong).is_err(), "{wrong:?}");
+        }
+    }
     use clap::Parser;
 
     /// `flotilla serve`'s flags alone, to parse a command line as the binary does.

@@ -14,3 +14,4 @@ pub mod serve;
 pub mod services;
 pub mod shell;
 pub mod transport;
+pub mod watch;

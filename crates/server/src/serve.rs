@@ -27,7 +27,6 @@ use crate::runtime::{
 };
 use crate::services::{
     ClusterService, InternalService, KvService, LeaseService, MaintenanceService, ServiceState,
-    WatchService,
 };
 use crate::transport::{Transport, TransportConfig};
 
@@ -287,7 +286,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             ))))
             .add_service(InternalServer::new(InternalService(Arc::clone(&state))))
             // Not served yet; registered so that their calls say so (see services::not_served).
-            .add_service(WatchServer::new(WatchService))
+            .add_service(WatchServer::new(crate::watch::WatchService::new(
+                Arc::clone(&state),
+                args.experimental_watch_progress_notify_interval,
+            )))
             .add_service(LeaseServer::new(LeaseService));
         let incoming = tokio_stream_listener(listener);
         let mut ready = ready_receiver.clone();

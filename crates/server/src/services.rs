@@ -1,6 +1,6 @@
 //! etcd's v3 gRPC services (KV, Cluster, Maintenance) over a node's runtime and its MVCC
-//! store. Watch and Lease are not served yet: a client calling them gets gRPC's Unimplemented,
-//! with a message naming the service and method (see [`not_served`]).
+//! store; Watch is in [`crate::watch`]. Lease is not served yet: a client calling it gets
+//! gRPC's Unimplemented, with a message naming the service and method (see [`not_served`]).
 //!
 //! Writes may arrive at any node: a follower forwards them to the leader's client URL and
 //! relays the answer. Reads are linearizable by default (a ReadIndex round, shared by all reads
@@ -19,7 +19,6 @@ use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
-use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
     DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
@@ -30,7 +29,7 @@ use crate::proto::etcdserverpb::{
     MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
     MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::flotillapb::internal_client::InternalClient;
 use crate::proto::flotillapb::internal_server::Internal;
@@ -85,7 +84,8 @@ impl ServiceState {
         })
     }
 
-    fn header(&self, revision: i64) -> ResponseHeader {
+    /// A response header at `revision`, with this member's ids and term.
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: (self.cluster_id)(),
             member_id: self.node.id(),
@@ -707,24 +707,6 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.0.header(self.0.current_revision())),
         }))
-    }
-}
-
-/// The Watch service, registered so that its calls are answered with [`not_served`] rather
-/// than with tonic's Unimplemented without a message. Watches are not implemented yet.
-pub struct WatchService;
-
-type WatchStream = tonic::codegen::BoxStream<WatchResponse>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchStream;
-
-    async fn watch(
-        &self,
-        _: Request<tonic::Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(not_served("Watch", "Watch"))
     }
 }
 
