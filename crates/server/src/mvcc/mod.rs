@@ -323,6 +323,8 @@ impl MvccStore {
     pub fn restore(&mut self, image: &[u8]) -> Result<(), MvccError> {
         let image = snapshot::decode(image)?;
         let mut restored = State::new();
+        // The image has no order of writes: the recent ones start after it.
+        restored.recent_changes_from = image.current_revision + 1;
         restored.current_revision = image.current_revision;
         restored.compacted_revision = image.compacted_revision;
         restored.applied_index = image.applied_index;
@@ -458,9 +460,22 @@ impl MvccReader {
             return Err(MvccError::Compacted);
         }
         let range = schema::KeyRange::new(key, range_end);
-        // The writes in the range since the start, in the order they happened.
+        // The writes in the range since the start, in the order they happened: from the
+        // recent changes when they reach back that far, else from every key of the range.
         let mut changed: Vec<(Revision, &[u8])> = Vec::new();
-        if !range.is_empty() {
+        if range.is_empty() {
+        } else if start_revision >= state.recent_changes_from {
+            let since = state
+                .recent_changes
+                .partition_point(|(revision, _)| revision.main < start_revision);
+            changed.extend(
+                state
+                    .recent_changes
+                    .range(since..)
+                    .filter(|(_, changed_key)| range.contains(changed_key))
+                    .map(|(revision, changed_key)| (*revision, changed_key.as_slice())),
+            );
+        } else {
             for (changed_key, versions) in state.keys.range::<[u8], _>(range.bounds()) {
                 let since =
                     versions.partition_point(|version| version.revision.main < start_revision);
@@ -470,8 +485,8 @@ impl MvccReader {
                         .map(|version| (version.revision, changed_key.as_slice())),
                 );
             }
+            changed.sort_unstable();
         }
-        changed.sort_unstable();
         let mut events: Vec<Event> = Vec::new();
         let mut next_revision = start_revision.max(state.current_revision + 1);
         for (revision, changed_key) in changed {

@@ -37,7 +37,18 @@ pub(crate) struct State {
     /// An estimate of the bytes the key-value data takes: keys, values and a fixed cost per
     /// version. What the quota and the Status call report as the database size.
     pub size_bytes: u64,
+    /// The most recent writes, oldest first: each version's revision and key, at most
+    /// [`RECENT_CHANGES_MAX`]. Rationale: a watcher that is caught up asks for the changes
+    /// since a recent revision, which this answers in the time of the changes themselves;
+    /// searching every key of its range for them took time in the size of the range, on
+    /// every revision, for every watcher.
+    pub recent_changes: std::collections::VecDeque<(Revision, Vec<u8>)>,
+    /// `recent_changes` holds every write at this revision and later.
+    pub recent_changes_from: i64,
 }
+
+/// How many recent writes the store remembers in order, for watchers.
+pub(crate) const RECENT_CHANGES_MAX: usize = 65_536;
 
 /// Bytes counted per stored version on top of its key and value: the revision, the record's
 /// fields and the allocation's header.
@@ -55,7 +66,20 @@ impl State {
             compacted_revision: 0,
             applied_index: 0,
             size_bytes: 0,
+            recent_changes: std::collections::VecDeque::new(),
+            recent_changes_from: 0,
         }
+    }
+
+    /// Remembers a write among the recent changes, forgetting the oldest when full.
+    pub(crate) fn record_recent_change(&mut self, revision: Revision, key: &[u8]) {
+        if self.recent_changes.len() == RECENT_CHANGES_MAX {
+            if let Some((oldest, _)) = self.recent_changes.pop_front() {
+                // What is left may hold only part of the oldest revision's writes.
+                self.recent_changes_from = oldest.main + 1;
+            }
+        }
+        self.recent_changes.push_back((revision, key.to_vec()));
     }
 
     /// The bytes one version of `key` is counted as.

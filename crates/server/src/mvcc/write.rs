@@ -206,6 +206,7 @@ impl<'a> EntryWriter<'a> {
                 self.state.keys.insert(key.to_vec(), vec![version]);
             }
         }
+        self.state.record_recent_change(revision, key);
         self.state.version_count += 1;
         self.next_sub += 1;
         self.modified = true;
