@@ -1483,7 +1483,7 @@ fn changes_from_the_recent_writes_equal_those_found_by_searching_the_keys() {
     let mut original = Fixture::new();
     let keys = ["a", "ab", "b", "ba", "c"];
     let mut step = 0;
-    let mut write = |fixture: &mut Fixture, step: usize| match step % 4 {
+    let write = |fixture: &mut Fixture, step: usize| match step % 4 {
         0 | 1 => {
             fixture.put(keys[step % keys.len()], &step.to_string());
         }
