@@ -18,6 +18,7 @@ mod grpc;
 mod keys;
 mod report;
 mod svg;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ const CONNS_MAX: usize = 1_000;
 const VALUE_SIZE_MAX_BYTES: usize = 1024 * 1024;
 /// The most puts in one transaction: etcd's default --max-txn-ops.
 const TXN_OPS_MAX: usize = 128;
+/// The most watch streams a run opens.
+const WATCHERS_MAX: usize = 10_000;
 /// How long to wait for a leader before the run starts.
 const LEADER_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long one status request may take while looking for the leader.
@@ -137,6 +140,10 @@ pub struct BenchArgs {
     /// Seed of the uniform key choice and of the mixed workload's choice of reads.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Watch streams (spread over the endpoints) that each watch every key during the run;
+    /// the report adds how long each write took from its send to its event's arrival.
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
 }
 
 /// Parses a duration: a number with an optional unit (ms, s, m, h); seconds without one.
@@ -192,6 +199,7 @@ struct Plan {
     request_timeout: Duration,
     seed: u64,
     target_leader: bool,
+    watchers: usize,
 }
 
 fn endpoint_url(endpoint: &str) -> String {
@@ -256,6 +264,9 @@ fn plan(args: &BenchArgs, options: &ClientOptions) -> Result<Plan, String> {
     if args.read_percent > 100 {
         return Err("--read-percent must be from 0 to 100".into());
     }
+    if args.watchers > WATCHERS_MAX {
+        return Err(format!("--watchers must be at most {WATCHERS_MAX}"));
+    }
     if options.command_timeout == 0 {
         return Err("--command-timeout must be at least 1 second".into());
     }
@@ -275,6 +286,7 @@ fn plan(args: &BenchArgs, options: &ClientOptions) -> Result<Plan, String> {
         request_timeout: Duration::from_secs(options.command_timeout),
         seed: args.seed,
         target_leader: args.target_leader,
+        watchers: args.watchers,
     })
 }
 
@@ -496,6 +508,8 @@ struct Shared {
     start: Instant,
     next_request: AtomicU64,
     recorder: Mutex<Recorder>,
+    /// With --watchers: when each write was sent, by its revision.
+    write_times: Option<watch::WriteTimes>,
 }
 
 fn error_kind(status: &tonic::Status) -> String {
@@ -507,21 +521,25 @@ fn error_kind(status: &tonic::Status) -> String {
     format!("{:?}: {message}", status.code())
 }
 
-async fn send(caller: &KvCaller, operation: Operation) -> Result<(), tonic::Status> {
+/// Sends one request; for a write, returns the revision its answer names.
+async fn send(caller: &KvCaller, operation: Operation) -> Result<Option<i64>, tonic::Status> {
     let connection = &caller.connection;
+    let revision = |header: Option<server::proto::etcdserverpb::ResponseHeader>| {
+        header.map(|header| header.revision)
+    };
     match operation {
         Operation::Put(request) => connection
             .unary::<_, PutResponse>(&caller.put, &request)
             .await
-            .map(drop),
+            .map(|response| revision(response.header)),
         Operation::Range(request) => connection
             .unary::<_, RangeResponse>(&caller.range, &request)
             .await
-            .map(drop),
+            .map(|_| None),
         Operation::Txn(request) => connection
             .unary::<_, TxnResponse>(&caller.txn, &request)
             .await
-            .map(drop),
+            .map(|response| revision(response.header)),
     }
 }
 
@@ -538,12 +556,16 @@ async fn worker(shared: Arc<Shared>, caller: KvCaller) {
             tokio::time::sleep_until(due).await;
         }
         let operation = plan.operation(request);
+        let sent = Instant::now();
         let outcome = tokio::time::timeout(plan.request_timeout, send(&caller, operation)).await;
         let completed = Instant::now();
         let offset = completed - shared.start;
+        if let (Ok(Ok(Some(revision))), Some(times)) = (&outcome, &shared.write_times) {
+            times.record(*revision, sent);
+        }
         let mut recorder = shared.recorder.lock().expect("no worker panics");
         match outcome {
-            Ok(Ok(())) => recorder.record_success(offset, completed - due),
+            Ok(Ok(_)) => recorder.record_success(offset, completed - due),
             Ok(Err(status)) => recorder.record_error(offset, &error_kind(&status)),
             Err(_) => recorder.record_error(
                 offset,
@@ -639,9 +661,15 @@ async fn run_plan(plan: Plan, args: &BenchArgs, json: bool) -> Result<ExitCode, 
         .collect();
     let description = plan.description(&endpoints);
     let settings = plan.settings_json(&endpoints);
+    let watchers = if plan.watchers > 0 {
+        Some(watch::Watchers::open(&urls, plan.watchers).await?)
+    } else {
+        None
+    };
     let bar = progress_bar(plan.stop);
     let shared = Arc::new(Shared {
         start: Instant::now(),
+        write_times: watchers.as_ref().map(|_| watch::WriteTimes::default()),
         plan,
         next_request: AtomicU64::new(0),
         recorder: Mutex::new(Recorder::new()),
@@ -668,6 +696,22 @@ async fn run_plan(plan: Plan, args: &BenchArgs, json: bool) -> Result<ExitCode, 
     } else {
         print!("{}", summary.to_text(&description));
     }
+    let mut watch_failed = false;
+    if let (Some(watchers), Some(times)) = (watchers, &shared.write_times) {
+        let report = watchers.finish(times).await;
+        let [p50, p90, p99, max] = report.latency_ms;
+        println!(
+            "  Watchers:    {} ({} of {} events received)",
+            report.watchers, report.events, report.expected
+        );
+        println!(
+            "  Watch ms:    p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3}  (write sent to event received)"
+        );
+        for error in &report.errors {
+            println!("  Watch error: {error}");
+        }
+        watch_failed = !report.errors.is_empty() || report.events < report.expected;
+    }
     if let Some(path) = &args.svg {
         let chart = svg::Chart {
             title: format!("flotilla bench {}", shared.plan.workload_name()),
@@ -693,7 +737,7 @@ async fn run_plan(plan: Plan, args: &BenchArgs, json: bool) -> Result<ExitCode, 
             .map_err(|error| format!("writing {}: {error}", path.display()))?;
         eprintln!("chart written to {}", path.display());
     }
-    Ok(if summary.failed == 0 {
+    Ok(if summary.failed == 0 && !watch_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
