@@ -114,6 +114,10 @@ pub enum Applied {
     Compaction(crate::proto::etcdserverpb::CompactionResponse),
     /// Member attributes recorded.
     Member,
+    /// A lease granted.
+    LeaseGrant(crate::proto::etcdserverpb::LeaseGrantResponse),
+    /// A lease revoked with its keys.
+    LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
 }
 
 /// What the runtime needs of the peer transport.

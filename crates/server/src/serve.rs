@@ -87,6 +87,12 @@ impl StateMachine for KvStateMachine {
                         Ok(Applied::Compaction(response))
                     }
                     ApplyOutcome::Applied(MvccResponse::Member) => Ok(Applied::Member),
+                    ApplyOutcome::Applied(MvccResponse::LeaseGrant(response)) => {
+                        Ok(Applied::LeaseGrant(response))
+                    }
+                    ApplyOutcome::Applied(MvccResponse::LeaseRevoke(response)) => {
+                        Ok(Applied::LeaseRevoke(response))
+                    }
                     ApplyOutcome::Rejected(error) => Err(state_machine_error(error)),
                 };
                 Some((result.request_id, outcome))

@@ -144,7 +144,9 @@ async fn watch_one(
         .await
         .map_err(|_| "the watch request was not taken".to_string())?;
     let mut responses = WatchClient::new(channel)
-        .watch(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .watch(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        ))
         .await
         .map_err(|status| format!("{url}: watch: {}", status.message()))?
         .into_inner();

@@ -10,6 +10,12 @@
 /// (a snapshot image that does not decode).
 #[derive(Debug, thiserror::Error)]
 pub enum MvccError {
+    /// A put, txn or revoke names a lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A grant names a lease id in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
     /// A read or a compaction asked for a revision that compaction has already removed.
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
@@ -58,6 +64,8 @@ impl MvccError {
             | MvccError::DuplicateKey
             | MvccError::InvalidSortOption
             | MvccError::RequestTooLarge => tonic::Code::InvalidArgument,
+            MvccError::LeaseNotFound => tonic::Code::NotFound,
+            MvccError::LeaseExists => tonic::Code::FailedPrecondition,
             MvccError::Corrupt(_) => tonic::Code::DataLoss,
         }
     }

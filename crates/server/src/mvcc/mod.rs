@@ -115,6 +115,10 @@ pub enum Response {
     Compaction(CompactionResponse),
     /// Member attributes were recorded.
     Member,
+    /// A lease was granted.
+    LeaseGrant(crate::proto::etcdserverpb::LeaseGrantResponse),
+    /// A lease was revoked, and its keys deleted.
+    LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
 }
 
 /// What became of one entry of a batch.
@@ -305,6 +309,11 @@ impl MvccStore {
             image.u64(*id);
             image.bytes(&prost::Message::encode_to_vec(member))?;
         }
+        image.count(state.leases.len() as u64);
+        for (&id, &ttl) in &state.leases {
+            image.i64(id);
+            image.i64(ttl);
+        }
         image.count(state.version_count);
         for (key, versions) in &state.keys {
             for version in versions {
@@ -338,6 +347,7 @@ impl MvccStore {
                 .map_err(|error| MvccError::Corrupt(format!("member record: {error}")))?;
             restored.members.insert(*id, member);
         }
+        restored.leases = image.leases.iter().copied().collect();
         // The history is in (key, revision) order: each key's versions arrive together,
         // oldest first.
         for &(key, main, sub, record) in &image.history {
@@ -391,6 +401,8 @@ fn apply_request(
             writer.member(member);
             Response::Member
         }
+        Some(Request::LeaseGrant(grant)) => Response::LeaseGrant(writer.lease_grant(grant)?),
+        Some(Request::LeaseRevoke(revoke)) => Response::LeaseRevoke(writer.lease_revoke(revoke)?),
     })
 }
 
@@ -438,6 +450,22 @@ impl MvccReader {
     /// The compacted revision.
     pub fn compacted_revision(&self) -> i64 {
         read_lock(&self.state).compacted_revision
+    }
+
+    /// Every lease granted and not revoked: id and TTL in seconds, by id.
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        let state = read_lock(&self.state);
+        state.leases.iter().map(|(&id, &ttl)| (id, ttl)).collect()
+    }
+
+    /// The TTL a lease was granted with, if it exists.
+    pub fn lease_ttl(&self, id: i64) -> Option<i64> {
+        read_lock(&self.state).leases.get(&id).copied()
+    }
+
+    /// The keys attached to a lease, in key order.
+    pub fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        read::keys_with_lease(&read_lock(&self.state), id)
     }
 
     /// The changes to keys in the range (etcd's key and `range_end` convention) made at

@@ -335,3 +335,17 @@ fn compare_key_value(
         CompareResult::Less => ordering == Ordering::Less,
     }
 }
+
+/// The keys whose current version is attached to `lease`, in key order.
+pub(crate) fn keys_with_lease(state: &State, lease: i64) -> Vec<Vec<u8>> {
+    state
+        .keys
+        .iter()
+        .filter(|(_, versions)| {
+            versions
+                .last()
+                .is_some_and(|version| !version.is_tombstone() && version.record.lease == lease)
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
+}

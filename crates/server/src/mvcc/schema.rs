@@ -45,6 +45,9 @@ pub(crate) struct State {
     pub recent_changes: std::collections::VecDeque<(Revision, Vec<u8>)>,
     /// `recent_changes` holds every write at this revision and later.
     pub recent_changes_from: i64,
+    /// The leases granted and not revoked: id to TTL in seconds. When a lease expires is the
+    /// leader's business, not the store's; the store only knows which exist.
+    pub leases: BTreeMap<i64, i64>,
 }
 
 /// How many recent writes the store remembers in order, for watchers.
@@ -68,6 +71,7 @@ impl State {
             size_bytes: 0,
             recent_changes: std::collections::VecDeque::new(),
             recent_changes_from: 0,
+            leases: BTreeMap::new(),
         }
     }
 

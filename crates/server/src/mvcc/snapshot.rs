@@ -2,13 +2,15 @@
 //!
 //! Format (all integers little-endian):
 //! ```text
-//! magic "FLOTMVCC" | format version u8 = 1
+//! magic "FLOTMVCC" | format version u8 = 2
 //! applied index u64 | current revision i64 | compacted revision i64
 //! metadata count u64,  each: name length u32, name (UTF-8), value length u32, value
 //! member count u64,    each: member id u64, length u32, protobuf MemberAttributes
+//! lease count u64,     each: lease id i64, TTL in seconds i64         (format 2 and later)
 //! history count u64,   each: key length u32, key, main i64, sub i64, length u32, record
 //! crc32c u32 of every byte before it
 //! ```
+//! Format 1, from before leases, has no lease section; it still restores, with none.
 //! History entries are in (key, main, sub) order; the revision index is derived from them on
 //! restore, so it is not sent.
 //!
@@ -23,7 +25,9 @@ use super::schema::{VersionRecord, RECORD_HEADER_BYTES};
 use crate::proto::flotillapb::MemberAttributes;
 
 const MAGIC: &[u8; 8] = b"FLOTMVCC";
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// The format before leases, still read.
+const FORMAT_VERSION_WITHOUT_LEASES: u8 = 1;
 const CHECKSUM_BYTES: usize = 4;
 
 /// A decoded image, borrowing from the bytes it was decoded from.
@@ -33,6 +37,8 @@ pub(crate) struct Image<'a> {
     pub compacted_revision: i64,
     pub metadata: Vec<(&'a str, &'a [u8])>,
     pub members: Vec<(u64, &'a [u8])>,
+    /// (lease id, TTL in seconds), in increasing id order.
+    pub leases: Vec<(i64, i64)>,
     /// (key, main, sub, encoded record), in strictly increasing (key, main, sub) order.
     pub history: Vec<(&'a [u8], i64, i64, &'a [u8])>,
 }
@@ -174,7 +180,7 @@ pub(crate) fn decode(image: &[u8]) -> Result<Image<'_>, MvccError> {
         return Err(corrupt("is not a Flotilla MVCC image"));
     }
     let version = cursor.take(1)?[0];
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_WITHOUT_LEASES {
         return Err(MvccError::Corrupt(format!(
             "snapshot image format {version} is not supported"
         )));
@@ -207,6 +213,20 @@ pub(crate) fn decode(image: &[u8]) -> Result<Image<'_>, MvccError> {
         members.push((id, encoded));
     }
 
+    let mut leases: Vec<(i64, i64)> = Vec::new();
+    if version >= FORMAT_VERSION {
+        let lease_count = cursor.count(16)?;
+        leases.reserve(lease_count);
+        for _ in 0..lease_count {
+            let id = cursor.i64()?;
+            let ttl = cursor.i64()?;
+            if id <= 0 || leases.last().is_some_and(|&(previous, _)| previous >= id) {
+                return Err(corrupt("holds lease ids out of order"));
+            }
+            leases.push((id, ttl));
+        }
+    }
+
     let history_count = cursor.count(24)?;
     let mut history: Vec<(&[u8], i64, i64, &[u8])> = Vec::with_capacity(history_count);
     for _ in 0..history_count {
@@ -234,6 +254,7 @@ pub(crate) fn decode(image: &[u8]) -> Result<Image<'_>, MvccError> {
         compacted_revision,
         metadata,
         members,
+        leases,
         history,
     })
 }

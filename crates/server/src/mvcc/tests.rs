@@ -12,6 +12,7 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
+use crate::proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
 use crate::proto::flotillapb::internal_request::Request;
 use crate::proto::flotillapb::{InternalRequest, MemberAttributes};
 use crate::proto::mvccpb::event::EventType;
@@ -70,6 +71,11 @@ impl Fixture {
             ApplyOutcome::Rejected(error) => Err(error),
             ApplyOutcome::Skipped => panic!("a fresh index was skipped"),
         }
+    }
+
+    fn grant(&mut self, id: i64, ttl: i64) {
+        self.outcome(Request::LeaseGrant(LeaseGrantRequest { ttl, id }))
+            .unwrap();
     }
 
     fn put(&mut self, key: &str, value: &str) -> PutResponse {
@@ -676,6 +682,7 @@ fn compaction_removes_history_below_its_revision_only() {
 fn compares_on_each_target_with_each_result() {
     let mut fixture = Fixture::new();
     fixture.put("a", "m"); // 2
+    fixture.grant(9, 60);
     let lease_put = PutRequest {
         lease: 9,
         ..put("a", "m")
@@ -1085,6 +1092,8 @@ fn ignore_value_and_ignore_lease_keep_the_old_ones_and_need_the_key() {
     ));
     assert_eq!(fixture.store.current_revision(), 1);
 
+    fixture.grant(5, 60);
+    fixture.grant(6, 60);
     fixture
         .outcome(Request::Put(PutRequest {
             lease: 5,
@@ -1553,4 +1562,56 @@ fn changes_from_before_the_remembered_writes_are_still_complete() {
         )
         .unwrap();
     assert_eq!(recent.len(), 2);
+}
+
+/// Leases: a put names an existing one or fails; a grant of an id in use fails; a revoke
+/// deletes every key attached, all at one revision, and the lease goes; leases survive a
+/// snapshot.
+#[test]
+fn leases_are_granted_attached_revoked_with_their_keys_and_kept_in_snapshots() {
+    let mut fixture = Fixture::new();
+    let with_lease = |key: &str, lease: i64| PutRequest {
+        lease,
+        ..put(key, "v")
+    };
+    assert!(matches!(
+        fixture.outcome(Request::Put(with_lease("a", 7))),
+        Err(MvccError::LeaseNotFound)
+    ));
+    fixture.grant(7, 30);
+    assert!(matches!(
+        fixture.outcome(Request::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 7 })),
+        Err(MvccError::LeaseExists)
+    ));
+    fixture.outcome(Request::Put(with_lease("a", 7))).unwrap();
+    fixture.outcome(Request::Put(with_lease("b", 7))).unwrap();
+    fixture.put("c", "free");
+    let reader = fixture.store.reader();
+    assert_eq!(reader.leases(), [(7, 30)]);
+    assert_eq!(reader.lease_keys(7), [b"a".to_vec(), b"b".to_vec()]);
+
+    let mut fixture = fixture.reopened();
+    let reader = fixture.store.reader();
+    assert_eq!(reader.leases(), [(7, 30)]);
+    let before = fixture.store.current_revision();
+    let revoked = fixture.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 }));
+    assert!(matches!(
+        revoked.outcome,
+        ApplyOutcome::Applied(Response::LeaseRevoke(_))
+    ));
+    assert_eq!(fixture.store.current_revision(), before + 1);
+    assert!(fixture.get("a").is_none());
+    assert!(fixture.get("b").is_none());
+    assert!(fixture.get("c").is_some());
+    assert!(reader.leases().is_empty());
+    assert!(matches!(
+        fixture.outcome(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        Err(MvccError::LeaseNotFound)
+    ));
+    let (events, _) = reader.changes(b"a", b"\0", before + 1, 10).unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|event| event.r#type == EventType::Delete as i32
+            && event.kv.as_ref().unwrap().mod_revision == before + 1));
 }

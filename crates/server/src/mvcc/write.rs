@@ -5,13 +5,14 @@
 //! state as it was although it is shared with the rest of the batch.
 
 use super::error::MvccError;
-use super::read::{key_value, version_at, View};
+use super::read::{self, key_value, version_at, View};
 use super::schema::{KeyRange, Revision, State, Version, VersionRecord};
 use super::validate::{validate_delete_range, validate_put, validate_txn};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response as ResponseKind;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::flotillapb::MemberAttributes;
@@ -95,6 +96,9 @@ impl<'a> EntryWriter<'a> {
         let previous = versions.and_then(|versions| version_at(versions, working_revision));
         if (request.ignore_value || request.ignore_lease) && previous.is_none() {
             return Err(MvccError::KeyNotFound);
+        }
+        if request.lease != 0 && !self.state.leases.contains_key(&request.lease) {
+            return Err(MvccError::LeaseNotFound);
         }
         let (create_revision, version) = match previous {
             Some(previous) => (previous.record.create_revision, previous.record.version + 1),
@@ -257,6 +261,9 @@ impl<'a> EntryWriter<'a> {
                     if (put.ignore_value || put.ignore_lease) && view.current(&put.key).is_none() {
                         return Err(MvccError::KeyNotFound);
                     }
+                    if put.lease != 0 && !view.state.leases.contains_key(&put.lease) {
+                        return Err(MvccError::LeaseNotFound);
+                    }
                 }
                 Some(Request::RequestTxn(nested)) => self.plan(nested, path)?,
                 Some(Request::RequestDeleteRange(_)) | None => {}
@@ -355,5 +362,51 @@ impl<'a> EntryWriter<'a> {
     pub(crate) fn member(&mut self, member: &MemberAttributes) {
         self.state.members.insert(member.id, member.clone());
         self.modified = true;
+    }
+
+    /// etcd's LeaseGrant, with the id and TTL the proposer chose.
+    pub(crate) fn lease_grant(
+        &mut self,
+        request: &LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, MvccError> {
+        if request.id <= 0 {
+            return Err(MvccError::Corrupt(format!(
+                "a lease grant with id {} reached the log",
+                request.id
+            )));
+        }
+        if self.state.leases.contains_key(&request.id) {
+            return Err(MvccError::LeaseExists);
+        }
+        self.state.leases.insert(request.id, request.ttl);
+        self.modified = true;
+        Ok(LeaseGrantResponse {
+            header: self.header(),
+            id: request.id,
+            ttl: request.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// etcd's LeaseRevoke: the lease goes, and every key attached to it is deleted, all at
+    /// one revision.
+    pub(crate) fn lease_revoke(
+        &mut self,
+        request: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, MvccError> {
+        if self.state.leases.remove(&request.id).is_none() {
+            return Err(MvccError::LeaseNotFound);
+        }
+        self.modified = true;
+        let attached = read::keys_with_lease(self.state, request.id);
+        for key in attached {
+            self.delete_range(&DeleteRangeRequest {
+                key,
+                ..DeleteRangeRequest::default()
+            })?;
+        }
+        Ok(LeaseRevokeResponse {
+            header: self.header(),
+        })
     }
 }
