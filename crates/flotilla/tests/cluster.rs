@@ -696,18 +696,14 @@ fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
     assert_eq!(run.expect_ok("a delete past the quota"), "0\n");
 }
 
-/// The etcd calls Flotilla does not serve yet (Lease, and Maintenance's Defragment,
+/// The etcd calls Flotilla does not serve yet (Maintenance's Defragment,
 /// Hash, HashKV and Snapshot) answer Unimplemented with a message that names the service and
 /// the method, so that a client's user can tell which call was refused and that it is by
 /// design, not a bug.
 #[test]
 fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
-    use server::proto::etcdserverpb::lease_client::LeaseClient;
     use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-    use server::proto::etcdserverpb::{
-        HashKvRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
-        LeaseRevokeRequest, LeaseTimeToLiveRequest, SnapshotRequest,
-    };
+    use server::proto::etcdserverpb::{HashKvRequest, SnapshotRequest};
 
     let cluster = Cluster::start(1, 23050, &[]);
     let url = format!("http://{}", cluster.nodes[0].endpoint());
@@ -721,46 +717,8 @@ fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
             .connect()
             .await
             .expect("the node accepts a connection");
-        let mut lease = LeaseClient::new(channel.clone());
         let mut maintenance = MaintenanceClient::new(channel);
         vec![
-            (
-                "Lease/LeaseGrant",
-                lease
-                    .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
-                    .await
-                    .expect_err("lease grant is not served"),
-            ),
-            (
-                "Lease/LeaseRevoke",
-                lease
-                    .lease_revoke(LeaseRevokeRequest { id: 1 })
-                    .await
-                    .expect_err("lease revoke is not served"),
-            ),
-            (
-                "Lease/LeaseKeepAlive",
-                lease
-                    .lease_keep_alive(tonic::codegen::tokio_stream::iter([
-                        LeaseKeepAliveRequest { id: 1 },
-                    ]))
-                    .await
-                    .expect_err("lease keep-alive is not served"),
-            ),
-            (
-                "Lease/LeaseTimeToLive",
-                lease
-                    .lease_time_to_live(LeaseTimeToLiveRequest::default())
-                    .await
-                    .expect_err("lease time-to-live is not served"),
-            ),
-            (
-                "Lease/LeaseLeases",
-                lease
-                    .lease_leases(LeaseLeasesRequest::default())
-                    .await
-                    .expect_err("lease leases is not served"),
-            ),
             (
                 "Maintenance/HashKV",
                 maintenance

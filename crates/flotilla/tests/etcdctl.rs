@@ -316,3 +316,102 @@ fn etcdctl_watch_prints_each_change() {
         "{printed:?}"
     );
 }
+
+/// `etcdctl lease` commands, and `etcdctl lock` and `elect` (clientv3's concurrency recipes:
+/// a session lease, a txn on create revisions and a watch) work against Flotilla: a second
+/// locker waits until the first holder's session ends.
+#[test]
+fn etcdctl_leases_locks_and_elections_work() {
+    let binary = find_etcdctl();
+    let cluster = Cluster::start(3, 23750, &[]);
+    let endpoints = cluster.endpoints(&[0, 1, 2]);
+    let granted = etcdctl(&binary, &endpoints, &["lease", "grant", "60"], "");
+    let output = granted.expect_ok("lease grant").to_string();
+    let id = output
+        .strip_prefix("lease ")
+        .and_then(|rest| rest.strip_suffix(" granted with TTL(60s)\n"))
+        .unwrap_or_else(|| panic!("unexpected lease grant output: {output:?}"))
+        .to_string();
+    let put = etcdctl(
+        &binary,
+        &endpoints,
+        &["put", "--lease", &id, "held", "v"],
+        "",
+    );
+    assert_eq!(put.expect_ok("put --lease"), "OK\n");
+    let live = etcdctl(
+        &binary,
+        &endpoints,
+        &["lease", "timetolive", &id, "--keys"],
+        "",
+    );
+    let text = live.expect_ok("lease timetolive").to_string();
+    assert!(
+        text.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
+        "{text}"
+    );
+    assert!(text.ends_with("attached keys([held])\n"), "{text}");
+    let missing = etcdctl(
+        &binary,
+        &endpoints,
+        &["put", "--lease", "1234", "k", "v"],
+        "",
+    );
+    assert!(!missing.success());
+    assert!(
+        missing
+            .stderr
+            .contains("etcdserver: requested lease not found"),
+        "{}",
+        missing.stderr
+    );
+    let revoked = etcdctl(&binary, &endpoints, &["lease", "revoke", &id], "");
+    assert_eq!(
+        revoked.expect_ok("lease revoke"),
+        format!("lease {id} revoked\n")
+    );
+    let gone = etcdctl(&binary, &endpoints, &["get", "held"], "");
+    assert_eq!(gone.expect_ok("get after revoke"), "");
+
+    // The first holder keeps the lock until it is stopped; the second waits for it.
+    let endpoint_flag = format!("--endpoints={}", endpoints.join(","));
+    let first = Command::new(&binary)
+        .env("ETCDCTL_API", "3")
+        .args([endpoint_flag.as_str(), "lock", "the-lock"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl lock starts");
+    let first = support::ChildGuard(first);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut second = Command::new(&binary);
+    second.env("ETCDCTL_API", "3").args([
+        endpoint_flag.as_str(),
+        "lock",
+        "the-lock",
+        "echo",
+        "second holder",
+    ]);
+    let waiter = std::thread::spawn(move || run_with_timeout(second, "", Duration::from_secs(15)));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(!waiter.is_finished(), "the second locker did not wait");
+    // SIGTERM: etcdctl ends its session, which releases the lock.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    let second = waiter.join().expect("the waiter thread");
+    assert_eq!(second.stdout, "second holder\n", "{second:?}");
+    drop(first);
+
+    let mut elect = Command::new(&binary);
+    elect
+        .env("ETCDCTL_API", "3")
+        .args([endpoint_flag.as_str(), "elect", "the-election", "alice"]);
+    let campaign = run_with_timeout(elect, "", Duration::from_secs(3));
+    let lines: Vec<&str> = campaign.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{campaign:?}");
+    assert!(lines[0].starts_with("the-election/"), "{campaign:?}");
+    assert_eq!(lines[1], "alice");
+}

@@ -6,6 +6,7 @@ pub mod authority;
 pub mod cluster;
 pub mod config;
 pub mod identity;
+pub mod lease;
 pub mod members;
 pub mod mvcc;
 pub mod proto;

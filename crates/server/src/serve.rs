@@ -26,7 +26,7 @@ use crate::runtime::{
     self, Applied, NodeHandle, PeerNetwork, RuntimeConfig, ServerError, StateMachine,
 };
 use crate::services::{
-    ClusterService, InternalService, KvService, LeaseService, MaintenanceService, ServiceState,
+    ClusterService, InternalService, KvService, MaintenanceService, ServiceState,
 };
 use crate::transport::{Transport, TransportConfig};
 
@@ -272,6 +272,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         Box::new(move || transport_for_ids.cluster_id()),
     );
     let (ready_sender, ready_receiver) = tokio::sync::watch::channel(false);
+    // One lessor per member, whatever the number of client listeners.
+    let lease_service = Arc::new(crate::lease::LeaseService::new(
+        Arc::clone(&state),
+        std::time::Duration::from_millis(args.election_timeout),
+    ));
     let mut client_addresses = Vec::new();
     for address in &config.client_listen_addresses {
         let address = resolve_address(address).await?;
@@ -296,7 +301,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
                 Arc::clone(&state),
                 args.experimental_watch_progress_notify_interval,
             )))
-            .add_service(LeaseServer::new(LeaseService));
+            .add_service(LeaseServer::new(Arc::clone(&lease_service)));
         let incoming = tokio_stream_listener(listener);
         let mut ready = ready_receiver.clone();
         servers.push(tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! etcd's v3 gRPC services (KV, Cluster, Maintenance) over a node's runtime and its MVCC
-//! store; Watch is in [`crate::watch`]. Lease is not served yet: a client calling it gets
+//! store; Watch is in [`crate::watch`], Lease in [`crate::lease`]. Calls not served yet answer
 //! gRPC's Unimplemented, with a message naming the service and method (see [`not_served`]).
 //!
 //! Writes may arrive at any node: a follower forwards them to the leader's client URL and
@@ -17,19 +17,15 @@ use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
-use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
     DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member, MemberAddRequest,
-    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
-    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse, TxnRequest, TxnResponse,
+    HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
+    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::flotillapb::internal_client::InternalClient;
 use crate::proto::flotillapb::internal_server::Internal;
@@ -707,52 +703,6 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.0.header(self.0.current_revision())),
         }))
-    }
-}
-
-/// The Lease service, registered so that its calls are answered with [`not_served`] rather
-/// than with tonic's Unimplemented without a message. Leases are not implemented yet.
-pub struct LeaseService;
-
-type LeaseKeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
-
-#[tonic::async_trait]
-impl Lease for LeaseService {
-    async fn lease_grant(
-        &self,
-        _: Request<LeaseGrantRequest>,
-    ) -> Result<Response<LeaseGrantResponse>, Status> {
-        Err(not_served("Lease", "LeaseGrant"))
-    }
-
-    async fn lease_revoke(
-        &self,
-        _: Request<LeaseRevokeRequest>,
-    ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Err(not_served("Lease", "LeaseRevoke"))
-    }
-
-    type LeaseKeepAliveStream = LeaseKeepAliveStream;
-
-    async fn lease_keep_alive(
-        &self,
-        _: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(not_served("Lease", "LeaseKeepAlive"))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        _: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        Err(not_served("Lease", "LeaseTimeToLive"))
-    }
-
-    async fn lease_leases(
-        &self,
-        _: Request<LeaseLeasesRequest>,
-    ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Err(not_served("Lease", "LeaseLeases"))
     }
 }
 

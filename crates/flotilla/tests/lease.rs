@@ -1,0 +1,223 @@
+//! etcd's Lease service against a real three-node Flotilla cluster, through the generated
+//! gRPC client: grants (the id chosen or not, the TTL raised to the minimum), keep-alives,
+//! time-to-live with keys, the list, puts on missing leases refused, expiry deleting a
+//! lease's keys at one revision (seen by a watcher), revocation through a follower. Base port
+//! 23650.
+
+mod support;
+
+use std::time::Duration;
+
+use server::proto::etcdserverpb::kv_client::KvClient;
+use server::proto::etcdserverpb::lease_client::LeaseClient;
+use server::proto::etcdserverpb::watch_client::WatchClient;
+use server::proto::etcdserverpb::watch_request::RequestUnion;
+use server::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
+};
+use server::proto::mvccpb::event::EventType;
+use support::Cluster;
+use tonic::transport::Channel;
+
+async fn connect(endpoint: &str) -> Channel {
+    Channel::from_shared(format!("http://{endpoint}"))
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("the member accepts a connection")
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+async fn put_with_lease(
+    kv: &mut KvClient<Channel>,
+    key: &str,
+    lease: i64,
+) -> Result<i64, tonic::Status> {
+    kv.put(PutRequest {
+        key: key.into(),
+        value: b"held".to_vec(),
+        lease,
+        ..PutRequest::default()
+    })
+    .await
+    .map(|response| response.into_inner().header.expect("a header").revision)
+}
+
+async fn exists(kv: &mut KvClient<Channel>, key: &str) -> bool {
+    let response = kv
+        .range(RangeRequest {
+            key: key.into(),
+            ..RangeRequest::default()
+        })
+        .await
+        .expect("the read");
+    !response.into_inner().kvs.is_empty()
+}
+
+#[test]
+fn leases_are_granted_kept_alive_expire_with_their_keys_and_are_revoked() {
+    // Election timeout 500 ms: the minimum TTL is 1 s.
+    let cluster = Cluster::start(3, 23650, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = (0..3).find(|&index| index != leader).expect("a follower");
+    block_on(async {
+        // Everything through a follower: it forwards what the leader must answer.
+        let channel = connect(&cluster.nodes[follower].endpoint()).await;
+        let mut lease = LeaseClient::new(channel.clone());
+        let mut kv = KvClient::new(channel.clone());
+
+        // A server-chosen id; a TTL below the minimum is raised to it.
+        let granted = lease
+            .lease_grant(LeaseGrantRequest { ttl: 0, id: 0 })
+            .await
+            .expect("the grant")
+            .into_inner();
+        assert!(granted.id > 0);
+        assert_eq!(granted.ttl, 1);
+        // A chosen id, and the same id again refused with etcd's error.
+        let chosen = 0x1234;
+        let granted = lease
+            .lease_grant(LeaseGrantRequest { ttl: 3, id: chosen })
+            .await
+            .expect("the grant of a chosen id")
+            .into_inner();
+        assert_eq!((granted.id, granted.ttl), (chosen, 3));
+        let again = lease
+            .lease_grant(LeaseGrantRequest { ttl: 3, id: chosen })
+            .await
+            .expect_err("a lease id in use");
+        assert_eq!(again.message(), "etcdserver: lease already exists");
+        let listed = lease
+            .lease_leases(LeaseLeasesRequest {})
+            .await
+            .expect("the list")
+            .into_inner();
+        assert!(listed.leases.iter().any(|status| status.id == chosen));
+
+        // Keys on the lease, and a put on a missing lease refused.
+        put_with_lease(&mut kv, "session/a", chosen)
+            .await
+            .expect("put a");
+        put_with_lease(&mut kv, "session/b", chosen)
+            .await
+            .expect("put b");
+        let missing = put_with_lease(&mut kv, "session/c", 999).await;
+        assert_eq!(
+            missing.expect_err("a missing lease").message(),
+            "etcdserver: requested lease not found"
+        );
+        let live = lease
+            .lease_time_to_live(LeaseTimeToLiveRequest {
+                id: chosen,
+                keys: true,
+            })
+            .await
+            .expect("time to live")
+            .into_inner();
+        assert_eq!(live.granted_ttl, 3);
+        assert!((0..=3).contains(&live.ttl), "{live:?}");
+        assert_eq!(live.keys, [b"session/a".to_vec(), b"session/b".to_vec()]);
+
+        // Kept alive past its TTL, the keys stay.
+        let (requests, receiver) = tokio::sync::mpsc::channel(4);
+        let mut answers = lease
+            .lease_keep_alive(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+                receiver,
+            ))
+            .await
+            .expect("the keep-alive stream")
+            .into_inner();
+        for _ in 0..8 {
+            requests
+                .send(LeaseKeepAliveRequest { id: chosen })
+                .await
+                .expect("the stream takes requests");
+            let answer = answers.message().await.expect("an answer").expect("more");
+            assert_eq!((answer.id, answer.ttl), (chosen, 3));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            exists(&mut kv, "session/a").await,
+            "kept alive for 4 s, TTL 3 s"
+        );
+
+        // Left alone, it expires: both keys go at one revision, which a watcher sees.
+        let (watch_requests, watch_receiver) = tokio::sync::mpsc::channel(1);
+        watch_requests
+            .send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: b"session/".to_vec(),
+                    range_end: b"session0".to_vec(),
+                    ..WatchCreateRequest::default()
+                })),
+            })
+            .await
+            .expect("the watch request");
+        let mut watch = WatchClient::new(channel.clone())
+            .watch(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+                watch_receiver,
+            ))
+            .await
+            .expect("the watch stream")
+            .into_inner();
+        let created = watch.message().await.expect("created").expect("more");
+        assert!(created.created);
+        drop(requests);
+        let deleted = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the lease expires within 10 s")
+            .expect("the stream")
+            .expect("more");
+        let kinds: Vec<(i32, Vec<u8>, i64)> = deleted
+            .events
+            .iter()
+            .map(|event| {
+                let kv = event.kv.as_ref().expect("a kv");
+                (event.r#type, kv.key.clone(), kv.mod_revision)
+            })
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(kinds.iter().all(
+            |(kind, _, revision)| *kind == EventType::Delete as i32 && *revision == kinds[0].2
+        ));
+        assert!(!exists(&mut kv, "session/a").await);
+        let expired = lease
+            .lease_time_to_live(LeaseTimeToLiveRequest {
+                id: chosen,
+                keys: false,
+            })
+            .await
+            .expect("time to live of an expired lease")
+            .into_inner();
+        assert_eq!(expired.ttl, -1);
+
+        // Revoked at once, with its key.
+        let revocable = lease
+            .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+            .await
+            .expect("a grant")
+            .into_inner()
+            .id;
+        put_with_lease(&mut kv, "session/r", revocable)
+            .await
+            .expect("put r");
+        lease
+            .lease_revoke(LeaseRevokeRequest { id: revocable })
+            .await
+            .expect("the revoke");
+        assert!(!exists(&mut kv, "session/r").await);
+        let twice = lease
+            .lease_revoke(LeaseRevokeRequest { id: revocable })
+            .await
+            .expect_err("a revoked lease");
+        assert_eq!(twice.message(), "etcdserver: requested lease not found");
+    });
+}
