@@ -221,3 +221,67 @@ fn leases_are_granted_kept_alive_expire_with_their_keys_and_are_revoked() {
         assert_eq!(twice.message(), "etcdserver: requested lease not found");
     });
 }
+
+/// Across a leader change a lease keeps the TTL it had left, as the old leader checkpointed
+/// it, instead of starting its whole TTL again: a lease of 10 s left alone, whose leader is
+/// killed 6 s in, expires about 10 s after its grant (never before, and well before the 16 s
+/// a restarted TTL would give).
+#[test]
+fn a_lease_left_alone_expires_on_time_across_a_leader_change() {
+    let mut cluster = Cluster::start(
+        3,
+        23850,
+        &["--experimental-lease-checkpoint-interval", "1s"],
+    );
+    let all = [0, 1, 2];
+    let leader = cluster.wait_for_leader(&all);
+    let survivors: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&index| index != leader)
+        .collect();
+    let (granted_at, id) = block_on(async {
+        let channel = connect(&cluster.nodes[leader].endpoint()).await;
+        let id = LeaseClient::new(channel.clone())
+            .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
+            .await
+            .expect("the grant")
+            .into_inner()
+            .id;
+        let granted_at = std::time::Instant::now();
+        put_with_lease(&mut KvClient::new(channel), "held", id)
+            .await
+            .expect("the put");
+        (granted_at, id)
+    });
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(granted_at.elapsed()));
+    cluster.nodes[leader].kill();
+    cluster.wait_for_leader(&survivors);
+    let gone_after = block_on(async {
+        let mut kv = KvClient::new(connect(&cluster.nodes[survivors[0]].endpoint()).await);
+        loop {
+            let held = kv
+                .range(RangeRequest {
+                    key: b"held".to_vec(),
+                    serializable: true,
+                    ..RangeRequest::default()
+                })
+                .await
+                .map(|response| !response.into_inner().kvs.is_empty())
+                .unwrap_or(true);
+            if !held || granted_at.elapsed() > Duration::from_secs(30) {
+                return granted_at.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(
+        gone_after >= Duration::from_millis(9500),
+        "lease {id:x} expired {gone_after:?} after its grant, before its TTL"
+    );
+    assert!(
+        gone_after <= Duration::from_millis(14500),
+        "lease {id:x} outlived its TTL by {:?} across one leader change",
+        gone_after.saturating_sub(Duration::from_secs(10))
+    );
+}

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// duration such as 10m, 30s or 1m30s).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// How often the leader records leases' remaining TTLs through the log, so that a new
+    /// leader does not give them their whole TTL again (etcd's lease checkpointing; always
+    /// on here).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub experimental_lease_checkpoint_interval: Duration,
 }
 
 /// A duration as etcd's flags write them: numbers each followed by a unit (`ms`, `s`, `m`,

@@ -7,12 +7,16 @@
 //! expiry passed. Keep-alives and time-to-live questions go to the leader (a follower
 //! forwards them), as in etcd.
 //!
-//! Failover: a new leader gives every lease its whole TTL plus an election timeout from the
-//! moment it takes over (etcd's "promote"), so a holder that kept its lease alive is not
-//! expired because the leader changed. Left for later: the remaining TTL is not checkpointed
-//! through the log yet, so leader churn restarts TTLs (etcd's behaviour with checkpointing
-//! off), and a leader that was paused for longer than a TTL may expire leases as soon as it
-//! resumes.
+//! Failover: every checkpoint interval the leader records each lease's remaining TTL through
+//! the log (etcd's lease checkpointing, on by default here), and a keep-alive of a
+//! checkpointed lease clears its checkpoint. A new leader gives every lease its remaining TTL
+//! as last checkpointed (its whole TTL without a checkpoint) plus an election timeout, from the
+//! moment it takes over: a holder that kept its lease alive is not expired because the leader
+//! changed, and leader churn cannot keep a lease whose holder is gone alive forever: a new
+//! leader checkpoints one election timeout after taking over, once the extension it gave is
+//! spent, so each change adds at most an election timeout and the time since the last
+//! checkpoint. Left for later: a leader that could not run for
+//! longer than a TTL (a long pause) may expire leases as soon as it resumes.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -30,7 +34,7 @@ use crate::proto::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use crate::proto::flotillapb::internal_request;
+use crate::proto::flotillapb::{internal_request, LeaseCheckpoint, LeaseCheckpoints};
 use crate::runtime::{Applied, ServerError};
 use crate::services::{to_status, ServiceState};
 
@@ -69,20 +73,30 @@ pub struct LeaseService {
     election_timeout: Duration,
 }
 
+/// The lessor's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LessorConfig {
+    /// The election timeout: a new leader adds it to every lease, and the minimum TTL
+    /// derives from it.
+    pub election_timeout: Duration,
+    /// How often the leader checkpoints leases' remaining TTLs through the log.
+    pub checkpoint_interval: Duration,
+}
+
 impl LeaseService {
     /// The service over a member's shared state; starts the lessor's task, which acts only
     /// while this member leads.
-    pub fn new(state: Arc<ServiceState>, election_timeout: Duration) -> LeaseService {
+    pub fn new(state: Arc<ServiceState>, config: LessorConfig) -> LeaseService {
         let expiries = Arc::new(Mutex::new(Expiries::default()));
         tokio::spawn(run_lessor(
             Arc::clone(&state),
             Arc::clone(&expiries),
-            election_timeout,
+            config,
         ));
         LeaseService {
             state,
             expiries,
-            election_timeout,
+            election_timeout: config.election_timeout,
         }
     }
 
@@ -135,6 +149,22 @@ impl LeaseService {
         let ttl = match self.state.reader.lease_ttl(id) {
             Some(ttl) => {
                 self.renew(id, ttl);
+                if self.state.reader.lease_checkpointed(id) {
+                    // Renewed, the lease has its whole TTL again: a successor must not take
+                    // the older checkpoint's remaining TTL for it.
+                    let clear = internal_request::Request::LeaseCheckpoints(LeaseCheckpoints {
+                        checkpoints: vec![LeaseCheckpoint {
+                            id,
+                            remaining_ttl: 0,
+                        }],
+                    });
+                    let state = Arc::clone(&self.state);
+                    tokio::spawn(async move {
+                        if let Err(error) = state.node.propose(clear).await {
+                            tracing::debug!("clearing lease {id:x}'s checkpoint: {error}");
+                        }
+                    });
+                }
                 ttl
             }
             None => 0,
@@ -350,25 +380,28 @@ impl Lease for Arc<LeaseService> {
     }
 }
 
-/// The leader's lessor: while this member leads, it tracks every lease's expiry and proposes
-/// the revocation of each that passed it; it forgets everything when leadership goes.
+/// The leader's lessor: while this member leads, it tracks every lease's expiry, proposes the
+/// revocation of each that passed it, and checkpoints the remaining TTLs every
+/// `checkpoint_interval`; it forgets everything when leadership goes.
 async fn run_lessor(
     state: Arc<ServiceState>,
     expiries: Arc<Mutex<Expiries>>,
-    election_timeout: Duration,
+    config: LessorConfig,
 ) {
     let mut interval = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    let mut last_checkpoint = Instant::now();
     loop {
         interval.tick().await;
         let status = state.node.status();
         let leads = status.leader == Some(status.id);
         let leases = if leads {
-            state.reader.leases()
+            state.reader.leases_remaining()
         } else {
             Vec::new()
         };
         let now = Instant::now();
-        let expired: Vec<i64> = {
+        let checkpoint_due = now.duration_since(last_checkpoint) >= config.checkpoint_interval;
+        let (expired, checkpoints, took_over) = {
             let mut expiries = expiries.lock().expect("no lessor panics");
             if !leads {
                 expiries.leader_term = None;
@@ -377,24 +410,24 @@ async fn run_lessor(
             }
             let taking_over = expiries.leader_term != Some(status.term);
             if taking_over {
-                // Every lease gets its whole TTL and an election timeout from now: its holder
-                // may have renewed it on the old leader a moment ago.
+                // Every lease gets what it had left at the last checkpoint, and an election
+                // timeout, from now: its holder may have renewed it on the old leader a
+                // moment ago.
                 expiries.expiry.clear();
                 expiries.leader_term = Some(status.term);
             }
             let extension = if taking_over {
-                election_timeout
+                config.election_timeout
             } else {
                 Duration::ZERO
             };
             let existing: std::collections::HashSet<i64> =
                 leases.iter().map(|&(id, _)| id).collect();
             expiries.expiry.retain(|id, _| existing.contains(id));
-            for &(id, ttl) in &leases {
-                expiries
-                    .expiry
-                    .entry(id)
-                    .or_insert_with(|| now + extension + Duration::from_secs(ttl.max(0) as u64));
+            for &(id, remaining) in &leases {
+                expiries.expiry.entry(id).or_insert_with(|| {
+                    now + extension + Duration::from_secs(remaining.max(0) as u64)
+                });
             }
             let expired: Vec<i64> = expiries
                 .expiry
@@ -405,8 +438,49 @@ async fn run_lessor(
             for id in &expired {
                 expiries.expiry.insert(*id, now + REVOKE_RETRY);
             }
-            expired
+            let checkpoints: Vec<LeaseCheckpoint> = if checkpoint_due {
+                expiries
+                    .expiry
+                    .iter()
+                    .filter(|(id, _)| !expired.contains(id))
+                    .map(|(&id, &expiry)| LeaseCheckpoint {
+                        id,
+                        // Rounded up: a checkpoint never shortens a lease.
+                        remaining_ttl: expiry
+                            .saturating_duration_since(now)
+                            .as_millis()
+                            .div_ceil(1000) as i64,
+                    })
+                    .filter(|checkpoint| checkpoint.remaining_ttl > 0)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (expired, checkpoints, taking_over)
         };
+        if checkpoint_due {
+            last_checkpoint = now;
+        }
+        if took_over {
+            // The first checkpoint one election timeout after taking over: by then the
+            // extension given at takeover is spent, so what is recorded is no more than what
+            // the last leader recorded, and leaders that follow each other quickly cannot
+            // keep extending a lease whose holder is gone.
+            let wait = config
+                .checkpoint_interval
+                .saturating_sub(config.election_timeout);
+            last_checkpoint = now.checked_sub(wait).unwrap_or(now);
+        }
+        if !checkpoints.is_empty() {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let checkpoint =
+                    internal_request::Request::LeaseCheckpoints(LeaseCheckpoints { checkpoints });
+                if let Err(error) = state.node.propose(checkpoint).await {
+                    tracing::debug!("checkpointing leases: {error}");
+                }
+            });
+        }
         for id in expired {
             let state = Arc::clone(&state);
             tokio::spawn(async move {

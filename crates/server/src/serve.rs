@@ -275,7 +275,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     // One lessor per member, whatever the number of client listeners.
     let lease_service = Arc::new(crate::lease::LeaseService::new(
         Arc::clone(&state),
-        std::time::Duration::from_millis(args.election_timeout),
+        crate::lease::LessorConfig {
+            election_timeout: std::time::Duration::from_millis(args.election_timeout),
+            checkpoint_interval: args.experimental_lease_checkpoint_interval,
+        },
     ));
     let mut client_addresses = Vec::new();
     for address in &config.client_listen_addresses {

@@ -313,6 +313,7 @@ impl MvccStore {
         for (&id, &ttl) in &state.leases {
             image.i64(id);
             image.i64(ttl);
+            image.i64(state.lease_remaining.get(&id).copied().unwrap_or(0));
         }
         image.count(state.version_count);
         for (key, versions) in &state.keys {
@@ -347,7 +348,13 @@ impl MvccStore {
                 .map_err(|error| MvccError::Corrupt(format!("member record: {error}")))?;
             restored.members.insert(*id, member);
         }
-        restored.leases = image.leases.iter().copied().collect();
+        restored.leases = image.leases.iter().map(|&(id, ttl, _)| (id, ttl)).collect();
+        restored.lease_remaining = image
+            .leases
+            .iter()
+            .filter(|&&(_, _, remaining)| remaining > 0)
+            .map(|&(id, _, remaining)| (id, remaining))
+            .collect();
         // The history is in (key, revision) order: each key's versions arrive together,
         // oldest first.
         for &(key, main, sub, record) in &image.history {
@@ -403,6 +410,10 @@ fn apply_request(
         }
         Some(Request::LeaseGrant(grant)) => Response::LeaseGrant(writer.lease_grant(grant)?),
         Some(Request::LeaseRevoke(revoke)) => Response::LeaseRevoke(writer.lease_revoke(revoke)?),
+        Some(Request::LeaseCheckpoints(checkpoints)) => {
+            writer.lease_checkpoints(checkpoints);
+            Response::Empty
+        }
     })
 }
 
@@ -456,6 +467,22 @@ impl MvccReader {
     pub fn leases(&self) -> Vec<(i64, i64)> {
         let state = read_lock(&self.state);
         state.leases.iter().map(|(&id, &ttl)| (id, ttl)).collect()
+    }
+
+    /// Every lease with the TTL it has left as far as the log knows: the last checkpoint's
+    /// remaining TTL, or its whole TTL without one. By id.
+    pub fn leases_remaining(&self) -> Vec<(i64, i64)> {
+        let state = read_lock(&self.state);
+        state
+            .leases
+            .iter()
+            .map(|(&id, &ttl)| (id, state.lease_remaining.get(&id).copied().unwrap_or(ttl)))
+            .collect()
+    }
+
+    /// Whether a checkpoint of this lease's remaining TTL is in force.
+    pub fn lease_checkpointed(&self, id: i64) -> bool {
+        read_lock(&self.state).lease_remaining.contains_key(&id)
     }
 
     /// The TTL a lease was granted with, if it exists.

@@ -48,6 +48,8 @@ pub(crate) struct State {
     /// The leases granted and not revoked: id to TTL in seconds. When a lease expires is the
     /// leader's business, not the store's; the store only knows which exist.
     pub leases: BTreeMap<i64, i64>,
+    /// For leases the leader checkpointed: the remaining TTL it recorded, in seconds.
+    pub lease_remaining: BTreeMap<i64, i64>,
 }
 
 /// How many recent writes the store remembers in order, for watchers.
@@ -72,6 +74,7 @@ impl State {
             recent_changes: std::collections::VecDeque::new(),
             recent_changes_from: 0,
             leases: BTreeMap::new(),
+            lease_remaining: BTreeMap::new(),
         }
     }
 

@@ -6,7 +6,8 @@
 //! applied index u64 | current revision i64 | compacted revision i64
 //! metadata count u64,  each: name length u32, name (UTF-8), value length u32, value
 //! member count u64,    each: member id u64, length u32, protobuf MemberAttributes
-//! lease count u64,     each: lease id i64, TTL in seconds i64         (format 2 and later)
+//! lease count u64,     each: lease id i64, TTL in seconds i64, remaining TTL checkpointed
+//!                      (0: none) i64                                  (format 2 and later)
 //! history count u64,   each: key length u32, key, main i64, sub i64, length u32, record
 //! crc32c u32 of every byte before it
 //! ```
@@ -37,8 +38,8 @@ pub(crate) struct Image<'a> {
     pub compacted_revision: i64,
     pub metadata: Vec<(&'a str, &'a [u8])>,
     pub members: Vec<(u64, &'a [u8])>,
-    /// (lease id, TTL in seconds), in increasing id order.
-    pub leases: Vec<(i64, i64)>,
+    /// (lease id, TTL, checkpointed remaining TTL or 0), in seconds, in increasing id order.
+    pub leases: Vec<(i64, i64, i64)>,
     /// (key, main, sub, encoded record), in strictly increasing (key, main, sub) order.
     pub history: Vec<(&'a [u8], i64, i64, &'a [u8])>,
 }
@@ -213,17 +214,22 @@ pub(crate) fn decode(image: &[u8]) -> Result<Image<'_>, MvccError> {
         members.push((id, encoded));
     }
 
-    let mut leases: Vec<(i64, i64)> = Vec::new();
+    let mut leases: Vec<(i64, i64, i64)> = Vec::new();
     if version >= FORMAT_VERSION {
-        let lease_count = cursor.count(16)?;
+        let lease_count = cursor.count(24)?;
         leases.reserve(lease_count);
         for _ in 0..lease_count {
             let id = cursor.i64()?;
             let ttl = cursor.i64()?;
-            if id <= 0 || leases.last().is_some_and(|&(previous, _)| previous >= id) {
+            let remaining = cursor.i64()?;
+            if id <= 0
+                || leases
+                    .last()
+                    .is_some_and(|&(previous, _, _)| previous >= id)
+            {
                 return Err(corrupt("holds lease ids out of order"));
             }
-            leases.push((id, ttl));
+            leases.push((id, ttl, remaining));
         }
     }
 

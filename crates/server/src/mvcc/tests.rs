@@ -1588,11 +1588,27 @@ fn leases_are_granted_attached_revoked_with_their_keys_and_kept_in_snapshots() {
     fixture.put("c", "free");
     let reader = fixture.store.reader();
     assert_eq!(reader.leases(), [(7, 30)]);
+    assert_eq!(reader.leases_remaining(), [(7, 30)]);
     assert_eq!(reader.lease_keys(7), [b"a".to_vec(), b"b".to_vec()]);
+    // A checkpoint of its remaining TTL (one of a missing lease is ignored).
+    let checkpoint = |id: i64, remaining_ttl: i64| crate::proto::flotillapb::LeaseCheckpoint {
+        id,
+        remaining_ttl,
+    };
+    fixture
+        .outcome(Request::LeaseCheckpoints(
+            crate::proto::flotillapb::LeaseCheckpoints {
+                checkpoints: vec![checkpoint(7, 12), checkpoint(8, 5)],
+            },
+        ))
+        .unwrap();
+    assert_eq!(reader.leases_remaining(), [(7, 12)]);
+    assert!(reader.lease_checkpointed(7));
 
     let mut fixture = fixture.reopened();
     let reader = fixture.store.reader();
     assert_eq!(reader.leases(), [(7, 30)]);
+    assert_eq!(reader.leases_remaining(), [(7, 12)], "kept in the snapshot");
     let before = fixture.store.current_revision();
     let revoked = fixture.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 }));
     assert!(matches!(

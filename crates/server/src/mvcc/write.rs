@@ -15,7 +15,7 @@ use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use crate::proto::flotillapb::MemberAttributes;
+use crate::proto::flotillapb::{LeaseCheckpoints, MemberAttributes};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 
@@ -388,6 +388,24 @@ impl<'a> EntryWriter<'a> {
         })
     }
 
+    /// Records the leader's checkpoints of leases' remaining TTLs; checkpoints of leases that
+    /// no longer exist are ignored.
+    pub(crate) fn lease_checkpoints(&mut self, checkpoints: &LeaseCheckpoints) {
+        for checkpoint in &checkpoints.checkpoints {
+            if !self.state.leases.contains_key(&checkpoint.id) {
+                continue;
+            }
+            if checkpoint.remaining_ttl > 0 {
+                self.state
+                    .lease_remaining
+                    .insert(checkpoint.id, checkpoint.remaining_ttl);
+            } else {
+                self.state.lease_remaining.remove(&checkpoint.id);
+            }
+        }
+        self.modified = true;
+    }
+
     /// etcd's LeaseRevoke: the lease goes, and every key attached to it is deleted, all at
     /// one revision.
     pub(crate) fn lease_revoke(
@@ -397,6 +415,7 @@ impl<'a> EntryWriter<'a> {
         if self.state.leases.remove(&request.id).is_none() {
             return Err(MvccError::LeaseNotFound);
         }
+        self.state.lease_remaining.remove(&request.id);
         self.modified = true;
         let attached = read::keys_with_lease(self.state, request.id);
         for key in attached {
