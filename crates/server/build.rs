@@ -4,7 +4,13 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(
-        ["rpc.proto", "kv.proto", "internal.proto", "raftpb.proto"],
+        [
+            "rpc.proto",
+            "kv.proto",
+            "internal.proto",
+            "raftpb.proto",
+            "v3lock.proto",
+        ],
         ["proto"],
     )?;
     tonic_prost_build::configure()

@@ -1,8 +1,8 @@
 //! etcd's Lease service against a real three-node Flotilla cluster, through the generated
 //! gRPC client: grants (the id chosen or not, the TTL raised to the minimum), keep-alives,
 //! time-to-live with keys, the list, puts on missing leases refused, expiry deleting a
-//! lease's keys at one revision (seen by a watcher), revocation through a follower. Base port
-//! 23650.
+//! lease's keys at one revision (seen by a watcher), revocation through a follower, TTLs across
+//! a leader change, and etcd's Lock service over leases. Base ports 23650, 23850, 23950.
 
 mod support;
 
@@ -284,4 +284,110 @@ fn a_lease_left_alone_expires_on_time_across_a_leader_change() {
         "lease {id:x} outlived its TTL by {:?} across one leader change",
         gone_after.saturating_sub(Duration::from_secs(10))
     );
+}
+
+/// etcd's Lock service: a lock held under one lease makes a second locker wait until it is
+/// unlocked; the next holder's key is newer (its create revision is a fencing token); a
+/// revoked lease releases its lock; a missing lease is refused.
+#[test]
+fn the_lock_service_serializes_holders() {
+    use server::proto::v3lockpb::lock_client::LockClient;
+    use server::proto::v3lockpb::{LockRequest, UnlockRequest};
+
+    let cluster = Cluster::start(3, 23950, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = (0..3).find(|&index| index != leader).expect("a follower");
+    block_on(async {
+        let channel = connect(&cluster.nodes[follower].endpoint()).await;
+        let mut leases = LeaseClient::new(channel.clone());
+        let mut grant = || {
+            let mut leases = leases.clone();
+            async move {
+                leases
+                    .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+                    .await
+                    .expect("a grant")
+                    .into_inner()
+                    .id
+            }
+        };
+        let (first_lease, second_lease, third_lease) =
+            (grant().await, grant().await, grant().await);
+        let mut lock = LockClient::new(channel.clone());
+        let first = lock
+            .lock(LockRequest {
+                name: b"the-lock".to_vec(),
+                lease: first_lease,
+            })
+            .await
+            .expect("the first lock")
+            .into_inner()
+            .key;
+        assert_eq!(first, format!("the-lock/{first_lease:x}").into_bytes());
+
+        let mut second_locker = lock.clone();
+        let second = tokio::spawn(async move {
+            second_locker
+                .lock(LockRequest {
+                    name: b"the-lock".to_vec(),
+                    lease: second_lease,
+                })
+                .await
+                .map(|response| response.into_inner().key)
+        });
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!second.is_finished(), "the second locker did not wait");
+        lock.unlock(UnlockRequest { key: first.clone() })
+            .await
+            .expect("the unlock");
+        let second = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second lock within 10 s of the unlock")
+            .expect("the task")
+            .expect("the second lock");
+        assert_eq!(second, format!("the-lock/{second_lease:x}").into_bytes());
+
+        // The third waits for the second, whose lease is revoked: that releases it.
+        let mut third_locker = lock.clone();
+        let third = tokio::spawn(async move {
+            third_locker
+                .lock(LockRequest {
+                    name: b"the-lock".to_vec(),
+                    lease: third_lease,
+                })
+                .await
+                .map(|response| response.into_inner().key)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!third.is_finished(), "the third locker did not wait");
+        leases
+            .lease_revoke(LeaseRevokeRequest { id: second_lease })
+            .await
+            .expect("the revoke");
+        let third = tokio::time::timeout(Duration::from_secs(10), third)
+            .await
+            .expect("the third lock within 10 s of the revoke")
+            .expect("the task")
+            .expect("the third lock");
+        let mut kv = KvClient::new(channel.clone());
+        let held = kv
+            .range(RangeRequest {
+                key: third.clone(),
+                ..RangeRequest::default()
+            })
+            .await
+            .expect("the read")
+            .into_inner();
+        assert_eq!(held.kvs.len(), 1);
+        assert_eq!(held.kvs[0].lease, third_lease);
+
+        let refused = lock
+            .lock(LockRequest {
+                name: b"the-lock".to_vec(),
+                lease: 12345,
+            })
+            .await
+            .expect_err("a missing lease");
+        assert_eq!(refused.message(), "etcdserver: requested lease not found");
+    });
 }

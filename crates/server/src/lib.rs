@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod identity;
 pub mod lease;
+pub mod lock;
 pub mod members;
 pub mod mvcc;
 pub mod proto;

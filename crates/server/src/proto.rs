@@ -12,6 +12,11 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// etcd's lock service.
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
 /// Flotilla's own log-entry messages.
 pub mod flotillapb {
     tonic::include_proto!("flotillapb");

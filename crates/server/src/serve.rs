@@ -304,7 +304,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
                 Arc::clone(&state),
                 args.experimental_watch_progress_notify_interval,
             )))
-            .add_service(LeaseServer::new(Arc::clone(&lease_service)));
+            .add_service(LeaseServer::new(Arc::clone(&lease_service)))
+            .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(
+                crate::lock::LockService::new(Arc::clone(&state)),
+            ));
         let incoming = tokio_stream_listener(listener);
         let mut ready = ready_receiver.clone();
         servers.push(tokio::spawn(async move {

@@ -1,0 +1,211 @@
+//! etcd's Lock service (`v3lockpb.Lock`): the lock recipe of clientv3's concurrency package,
+//! run by the server for clients that call it instead of carrying the recipe.
+//!
+//! A lock named N held under lease L is the key `N/<L in hex>`, attached to L: created if
+//! missing (a txn on its create revision), then held once no key under `N/` has an older
+//! create revision; the caller waits for each older one to go. Unlock deletes the key; so does
+//! the lease's expiry or revocation.
+//!
+//! What a lease-based lock guarantees (docs/OPERATIONS.md says it for users): while the
+//! holder's lease lives nobody else holds the lock; a holder paused past its TTL may still
+//! believe it holds it. The key's create revision grows with each holder: a fencing token.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::request_op::Request as Operation;
+use crate::proto::etcdserverpb::response_op::Response as OperationResponse;
+use crate::proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use crate::proto::v3lockpb::lock_server::Lock;
+use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use crate::services::{KvService, ServiceState};
+
+/// The Lock service of one member.
+pub struct LockService {
+    state: Arc<ServiceState>,
+}
+
+impl LockService {
+    /// The service over a member's shared state.
+    pub fn new(state: Arc<ServiceState>) -> LockService {
+        LockService { state }
+    }
+
+    fn kv(&self) -> KvService {
+        KvService(Arc::clone(&self.state))
+    }
+
+    /// Whether `key` exists in this member's store.
+    fn exists(&self, key: &[u8]) -> Result<bool, Status> {
+        let found = self
+            .state
+            .reader
+            .range(&RangeRequest {
+                key: key.to_vec(),
+                count_only: true,
+                ..RangeRequest::default()
+            })
+            .map_err(Status::from)?;
+        Ok(found.count > 0)
+    }
+
+    /// Waits until this member's store no longer has `key`.
+    async fn deleted(&self, key: &[u8]) -> Result<(), Status> {
+        let mut applied = self.state.node.watch_status();
+        while self.exists(key)? {
+            if applied.changed().await.is_err() {
+                return Err(Status::unavailable("etcdserver: server stopped"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest key under `prefix` created before `revision`, if any.
+    fn predecessor(&self, prefix: &[u8], revision: i64) -> Result<Option<Vec<u8>>, Status> {
+        let found = self
+            .state
+            .reader
+            .range(&RangeRequest {
+                key: prefix.to_vec(),
+                range_end: prefix_end(prefix),
+                max_create_revision: revision - 1,
+                sort_order: SortOrder::Descend as i32,
+                sort_target: SortTarget::Create as i32,
+                limit: 1,
+                keys_only: true,
+                ..RangeRequest::default()
+            })
+            .map_err(Status::from)?;
+        Ok(found.kvs.into_iter().next().map(|kv| kv.key))
+    }
+}
+
+/// The key after every key that starts with `prefix` (which is never empty here: it ends
+/// with "/").
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Deletes a lock key the caller gave up waiting for (its call was dropped), unless disarmed.
+struct Abandoned {
+    state: Arc<ServiceState>,
+    key: Option<Vec<u8>>,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let kv = KvService(Arc::clone(&self.state));
+            tokio::spawn(async move {
+                let delete = DeleteRangeRequest {
+                    key,
+                    ..DeleteRangeRequest::default()
+                };
+                if let Err(status) = kv.delete_range(Request::new(delete)).await {
+                    tracing::debug!("removing an abandoned lock key: {}", status.message());
+                }
+            });
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let request = request.into_inner();
+        if request.name.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: key is not provided"));
+        }
+        if request.lease <= 0 {
+            return Err(Status::not_found("etcdserver: requested lease not found"));
+        }
+        let mut prefix = request.name.clone();
+        prefix.push(b'/');
+        let mut key = prefix.clone();
+        key.extend_from_slice(format!("{:x}", request.lease).as_bytes());
+        // Created if missing, as the lease's own: a holder asking again gets its own key.
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key.clone(),
+                target_union: Some(TargetUnion::CreateRevision(0)),
+                ..Compare::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(Operation::RequestPut(PutRequest {
+                    key: key.clone(),
+                    lease: request.lease,
+                    ..PutRequest::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Operation::RequestRange(RangeRequest {
+                    key: key.clone(),
+                    ..RangeRequest::default()
+                })),
+            }],
+        };
+        let answered = self.kv().txn(Request::new(txn)).await?.into_inner();
+        let my_revision = if answered.succeeded {
+            answered.header.as_ref().map_or(0, |header| header.revision)
+        } else {
+            answered
+                .responses
+                .into_iter()
+                .find_map(|response| match response.response {
+                    Some(OperationResponse::ResponseRange(range)) => range.kvs.into_iter().next(),
+                    _ => None,
+                })
+                .map_or(0, |kv| kv.create_revision)
+        };
+        let mut abandoned = Abandoned {
+            state: Arc::clone(&self.state),
+            key: answered.succeeded.then(|| key.clone()),
+        };
+        // Held once nobody created a key under the name before this one.
+        while let Some(older) = self.predecessor(&prefix, my_revision)? {
+            self.deleted(&older).await?;
+            if !self.exists(&key)? {
+                abandoned.key = None;
+                return Err(Status::not_found("etcdserver: requested lease not found"));
+            }
+        }
+        abandoned.key = None;
+        Ok(Response::new(LockResponse {
+            header: Some(self.state.header(self.state.reader.current_revision())),
+            key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let delete = DeleteRangeRequest {
+            key: request.into_inner().key,
+            ..DeleteRangeRequest::default()
+        };
+        let deleted = self
+            .kv()
+            .delete_range(Request::new(delete))
+            .await?
+            .into_inner();
+        Ok(Response::new(UnlockResponse {
+            header: deleted.header,
+        }))
+    }
+}
