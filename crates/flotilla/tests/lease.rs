@@ -300,7 +300,7 @@ fn the_lock_service_serializes_holders() {
     block_on(async {
         let channel = connect(&cluster.nodes[follower].endpoint()).await;
         let mut leases = LeaseClient::new(channel.clone());
-        let mut grant = || {
+        let grant = || {
             let mut leases = leases.clone();
             async move {
                 leases
