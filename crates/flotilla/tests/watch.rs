@@ -266,12 +266,14 @@ fn watches_deliver_every_change_in_order_with_etcds_responses() {
         let latest = put(&mut kv, "fruit/apple", "ripe").await;
         let apple = stream.next().await;
         assert_eq!(apple.watch_id, 42);
-        kv.compact(CompactionRequest {
-            revision: latest,
-            physical: false,
-        })
-        .await
-        .expect("the compaction");
+        // Through the watched member: it answers once it has applied the compaction itself.
+        KvClient::new(connect(&cluster.nodes[follower].endpoint()).await)
+            .compact(CompactionRequest {
+                revision: latest,
+                physical: false,
+            })
+            .await
+            .expect("the compaction");
         stream
             .create(WatchCreateRequest {
                 key: b"fruit/apple".to_vec(),
@@ -281,6 +283,8 @@ fn watches_deliver_every_change_in_order_with_etcds_responses() {
             .await;
         let created = stream.next().await;
         assert!(created.created);
+        // A new id: the canceled watcher's 0 is not given out again.
+        assert_ne!(created.watch_id, 0, "{created:?}");
         let compacted = stream.next().await;
         assert!(compacted.canceled, "{compacted:?}");
         assert_eq!(compacted.watch_id, created.watch_id);

@@ -209,10 +209,13 @@ impl Session {
         let watch_id = if requested_id != 0 {
             requested_id
         } else {
+            // Never an id used before on this stream, as etcd: a late response for a canceled
+            // watcher must not be taken for a new one's.
             while self.watchers.contains_key(&self.next_watch_id) {
                 self.next_watch_id += 1;
             }
-            self.next_watch_id
+            self.next_watch_id += 1;
+            self.next_watch_id - 1
         };
         let current = self.state.reader.current_revision();
         let next_revision = if create.start_revision > 0 {
