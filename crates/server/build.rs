@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "internal.proto",
             "raftpb.proto",
             "v3lock.proto",
+            "v3election.proto",
         ],
         ["proto"],
     )?;

@@ -391,3 +391,109 @@ fn the_lock_service_serializes_holders() {
         assert_eq!(refused.message(), "etcdserver: requested lease not found");
     });
 }
+
+/// etcd's Election service: the first campaigner leads, a second waits; the leader proclaims
+/// a new value, which an observer sees; when the leader resigns the second leads; a candidate
+/// that no longer leads cannot proclaim.
+#[test]
+fn the_election_service_elects_one_leader_at_a_time() {
+    use server::proto::v3electionpb::election_client::ElectionClient;
+    use server::proto::v3electionpb::{
+        CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest,
+    };
+
+    let cluster = Cluster::start(3, 24050, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = (0..3).find(|&index| index != leader).expect("a follower");
+    block_on(async {
+        let channel = connect(&cluster.nodes[follower].endpoint()).await;
+        let leases = LeaseClient::new(channel.clone());
+        let grant = || {
+            let mut leases = leases.clone();
+            async move {
+                leases
+                    .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+                    .await
+                    .expect("a grant")
+                    .into_inner()
+                    .id
+            }
+        };
+        let (alice_lease, bob_lease) = (grant().await, grant().await);
+        let mut election = ElectionClient::new(channel.clone());
+        let name = b"the-election".to_vec();
+        let alice = election
+            .campaign(CampaignRequest {
+                name: name.clone(),
+                lease: alice_lease,
+                value: b"alice".to_vec(),
+            })
+            .await
+            .expect("alice's campaign")
+            .into_inner()
+            .leader
+            .expect("a leader key");
+        let mut observer = election
+            .observe(LeaderRequest { name: name.clone() })
+            .await
+            .expect("the observer")
+            .into_inner();
+        let seen = observer.message().await.expect("observed").expect("more");
+        assert_eq!(seen.kv.expect("a kv").value, b"alice");
+
+        let mut bob_campaigner = election.clone();
+        let bob_name = name.clone();
+        let bob = tokio::spawn(async move {
+            bob_campaigner
+                .campaign(CampaignRequest {
+                    name: bob_name,
+                    lease: bob_lease,
+                    value: b"bob".to_vec(),
+                })
+                .await
+                .map(|response| response.into_inner().leader.expect("a leader key"))
+        });
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!bob.is_finished(), "bob led while alice did");
+
+        election
+            .proclaim(ProclaimRequest {
+                leader: Some(alice.clone()),
+                value: b"alice again".to_vec(),
+            })
+            .await
+            .expect("alice proclaims");
+        let seen = observer.message().await.expect("observed").expect("more");
+        assert_eq!(seen.kv.expect("a kv").value, b"alice again");
+        let current = election
+            .leader(LeaderRequest { name: name.clone() })
+            .await
+            .expect("the leader")
+            .into_inner();
+        assert_eq!(current.kv.expect("a kv").key, alice.key);
+
+        election
+            .resign(ResignRequest {
+                leader: Some(alice.clone()),
+            })
+            .await
+            .expect("alice resigns");
+        let bob = tokio::time::timeout(Duration::from_secs(10), bob)
+            .await
+            .expect("bob leads within 10 s of the resignation")
+            .expect("the task")
+            .expect("bob's campaign");
+        assert_eq!(bob.key, format!("the-election/{bob_lease:x}").into_bytes());
+        assert!(bob.rev > alice.rev);
+        let seen = observer.message().await.expect("observed").expect("more");
+        assert_eq!(seen.kv.expect("a kv").value, b"bob");
+        let refused = election
+            .proclaim(ProclaimRequest {
+                leader: Some(alice),
+                value: b"usurper".to_vec(),
+            })
+            .await
+            .expect_err("alice no longer leads");
+        assert_eq!(refused.message(), "etcdserver: election: not leader");
+    });
+}

@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod cluster;
 pub mod config;
+pub mod election;
 pub mod identity;
 pub mod lease;
 pub mod lock;

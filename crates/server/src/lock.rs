@@ -28,21 +28,41 @@ use crate::services::{KvService, ServiceState};
 
 /// The Lock service of one member.
 pub struct LockService {
-    state: Arc<ServiceState>,
+    recipes: Recipes,
 }
 
 impl LockService {
     /// The service over a member's shared state.
     pub fn new(state: Arc<ServiceState>) -> LockService {
-        LockService { state }
+        LockService {
+            recipes: Recipes::new(state),
+        }
+    }
+}
+
+/// What the lock and election recipes do with the store: writes through the KV service's one
+/// write path (so a follower forwards them and answers once it applied them), reads and waits
+/// on this member's own store.
+pub(crate) struct Recipes {
+    pub(crate) state: Arc<ServiceState>,
+}
+
+impl Recipes {
+    pub(crate) fn new(state: Arc<ServiceState>) -> Recipes {
+        Recipes { state }
     }
 
-    fn kv(&self) -> KvService {
+    pub(crate) fn kv(&self) -> KvService {
         KvService(Arc::clone(&self.state))
     }
 
+    /// A response header at this member's current revision.
+    pub(crate) fn header(&self) -> crate::proto::etcdserverpb::ResponseHeader {
+        self.state.header(self.state.reader.current_revision())
+    }
+
     /// Whether `key` exists in this member's store.
-    fn exists(&self, key: &[u8]) -> Result<bool, Status> {
+    pub(crate) fn exists(&self, key: &[u8]) -> Result<bool, Status> {
         let found = self
             .state
             .reader
@@ -56,7 +76,7 @@ impl LockService {
     }
 
     /// Waits until this member's store no longer has `key`.
-    async fn deleted(&self, key: &[u8]) -> Result<(), Status> {
+    pub(crate) async fn deleted(&self, key: &[u8]) -> Result<(), Status> {
         let mut applied = self.state.node.watch_status();
         while self.exists(key)? {
             if applied.changed().await.is_err() {
@@ -67,7 +87,11 @@ impl LockService {
     }
 
     /// The newest key under `prefix` created before `revision`, if any.
-    fn predecessor(&self, prefix: &[u8], revision: i64) -> Result<Option<Vec<u8>>, Status> {
+    pub(crate) fn predecessor(
+        &self,
+        prefix: &[u8],
+        revision: i64,
+    ) -> Result<Option<Vec<u8>>, Status> {
         let found = self
             .state
             .reader
@@ -88,7 +112,7 @@ impl LockService {
 
 /// The key after every key that starts with `prefix` (which is never empty here: it ends
 /// with "/").
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -159,7 +183,7 @@ impl Lock for LockService {
                 })),
             }],
         };
-        let answered = self.kv().txn(Request::new(txn)).await?.into_inner();
+        let answered = self.recipes.kv().txn(Request::new(txn)).await?.into_inner();
         let my_revision = if answered.succeeded {
             answered.header.as_ref().map_or(0, |header| header.revision)
         } else {
@@ -173,20 +197,20 @@ impl Lock for LockService {
                 .map_or(0, |kv| kv.create_revision)
         };
         let mut abandoned = Abandoned {
-            state: Arc::clone(&self.state),
+            state: Arc::clone(&self.recipes.state),
             key: answered.succeeded.then(|| key.clone()),
         };
         // Held once nobody created a key under the name before this one.
-        while let Some(older) = self.predecessor(&prefix, my_revision)? {
-            self.deleted(&older).await?;
-            if !self.exists(&key)? {
+        while let Some(older) = self.recipes.predecessor(&prefix, my_revision)? {
+            self.recipes.deleted(&older).await?;
+            if !self.recipes.exists(&key)? {
                 abandoned.key = None;
                 return Err(Status::not_found("etcdserver: requested lease not found"));
             }
         }
         abandoned.key = None;
         Ok(Response::new(LockResponse {
-            header: Some(self.state.header(self.state.reader.current_revision())),
+            header: Some(self.recipes.header()),
             key,
         }))
     }
@@ -200,6 +224,7 @@ impl Lock for LockService {
             ..DeleteRangeRequest::default()
         };
         let deleted = self
+            .recipes
             .kv()
             .delete_range(Request::new(delete))
             .await?

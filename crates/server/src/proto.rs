@@ -12,6 +12,11 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// etcd's election service.
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
 /// etcd's lock service.
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");

@@ -307,7 +307,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             .add_service(LeaseServer::new(Arc::clone(&lease_service)))
             .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(
                 crate::lock::LockService::new(Arc::clone(&state)),
-            ));
+            ))
+            .add_service(
+                crate::proto::v3electionpb::election_server::ElectionServer::new(
+                    crate::election::ElectionService::new(Arc::clone(&state)),
+                ),
+            );
         let incoming = tokio_stream_listener(listener);
         let mut ready = ready_receiver.clone();
         servers.push(tokio::spawn(async move {
