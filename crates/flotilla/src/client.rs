@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use server::keys::prefix_end;
 use server::proto::etcdserverpb::cluster_client::ClusterClient;
 use server::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use server::proto::etcdserverpb::kv_client::KvClient;
@@ -185,19 +186,6 @@ pub async fn member_status(
         .await
         .ok()?;
     Some(response.into_inner())
-}
-
-/// The key after every key with this prefix, as etcdctl computes it.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // Every byte is 0xff (or the prefix is empty): the range runs to the end.
-    vec![0]
 }
 
 /// The key and range end of a prefix: every key when the prefix is empty. Rationale: etcd
@@ -883,13 +871,6 @@ async fn endpoint(command: EndpointCommand, options: &ClientOptions) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_end_increments_the_last_byte_that_can_be() {
-        assert_eq!(prefix_end(b"abc"), b"abd".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff"), vec![0]);
-    }
 
     #[test]
     fn an_empty_prefix_asks_for_every_key_with_a_key_etcd_accepts() {

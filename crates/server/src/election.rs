@@ -13,12 +13,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::lock::{prefix_end, Recipes};
+use crate::keys::prefix_end;
+use crate::lock::Recipes;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::request_op::Request as Operation;
-use crate::proto::etcdserverpb::response_op::Response as OperationResponse;
 use crate::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
@@ -109,46 +109,11 @@ impl Election for ElectionService {
         let prefix = prefix_of(&request.name);
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", request.lease).as_bytes());
-        let txn = TxnRequest {
-            compare: vec![Compare {
-                result: CompareResult::Equal as i32,
-                target: CompareTarget::Create as i32,
-                key: key.clone(),
-                target_union: Some(TargetUnion::CreateRevision(0)),
-                ..Compare::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(Operation::RequestPut(PutRequest {
-                    key: key.clone(),
-                    value: request.value.clone(),
-                    lease: request.lease,
-                    ..PutRequest::default()
-                })),
-            }],
-            failure: vec![RequestOp {
-                request: Some(Operation::RequestRange(RangeRequest {
-                    key: key.clone(),
-                    ..RangeRequest::default()
-                })),
-            }],
-        };
-        let answered = self.recipes.kv().txn(Request::new(txn)).await?.into_inner();
-        let (revision, existing_value) = if answered.succeeded {
-            (
-                answered.header.as_ref().map_or(0, |header| header.revision),
-                None,
-            )
-        } else {
-            let found = answered
-                .responses
-                .into_iter()
-                .find_map(|response| match response.response {
-                    Some(OperationResponse::ResponseRange(range)) => range.kvs.into_iter().next(),
-                    _ => None,
-                })
-                .ok_or_else(no_leader)?;
-            (found.create_revision, Some(found.value))
-        };
+        let candidacy = self
+            .recipes
+            .create_if_missing(&key, request.value.clone(), request.lease)
+            .await?;
+        let (revision, existing_value) = (candidacy.create_revision, candidacy.existing_value);
         let leader = LeaderKey {
             name: request.name.clone(),
             key: key.clone(),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod election;
 pub mod identity;
+pub mod keys;
 pub mod lease;
 pub mod lock;
 pub mod members;

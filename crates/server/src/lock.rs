@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::keys::prefix_end;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -86,6 +87,64 @@ impl Recipes {
         Ok(())
     }
 
+    /// Creates `key` with `value` on `lease` unless it exists (a txn on its create revision),
+    /// as both recipes start; says whether it was created, its create revision, and, when it
+    /// existed, its value.
+    pub(crate) async fn create_if_missing(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Candidacy, Status> {
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key.to_vec(),
+                target_union: Some(TargetUnion::CreateRevision(0)),
+                ..Compare::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(Operation::RequestPut(PutRequest {
+                    key: key.to_vec(),
+                    value,
+                    lease,
+                    ..PutRequest::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(Operation::RequestRange(RangeRequest {
+                    key: key.to_vec(),
+                    ..RangeRequest::default()
+                })),
+            }],
+        };
+        let answered = self.kv().txn(Request::new(txn)).await?.into_inner();
+        if answered.succeeded {
+            let create_revision = answered.header.as_ref().map_or(0, |header| header.revision);
+            return Ok(Candidacy {
+                created: true,
+                create_revision,
+                existing_value: None,
+            });
+        }
+        let existing = answered
+            .responses
+            .into_iter()
+            .find_map(|response| match response.response {
+                Some(OperationResponse::ResponseRange(range)) => range.kvs.into_iter().next(),
+                _ => None,
+            })
+            // Gone between the compare and the read is impossible in one txn; a key that is
+            // missing here means the lease expired at once.
+            .ok_or_else(|| Status::not_found("etcdserver: requested lease not found"))?;
+        Ok(Candidacy {
+            created: false,
+            create_revision: existing.create_revision,
+            existing_value: Some(existing.value),
+        })
+    }
+
     /// The newest key under `prefix` created before `revision`, if any.
     pub(crate) fn predecessor(
         &self,
@@ -110,17 +169,14 @@ impl Recipes {
     }
 }
 
-/// The key after every key that starts with `prefix` (which is never empty here: it ends
-/// with "/").
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
+/// What [`Recipes::create_if_missing`] found or made.
+pub(crate) struct Candidacy {
+    /// True if the key was created now.
+    pub(crate) created: bool,
+    /// The key's create revision.
+    pub(crate) create_revision: i64,
+    /// The key's value, when it existed already.
+    pub(crate) existing_value: Option<Vec<u8>>,
 }
 
 /// Deletes a lock key the caller gave up waiting for (its call was dropped), unless disarmed.
@@ -161,44 +217,14 @@ impl Lock for LockService {
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", request.lease).as_bytes());
         // Created if missing, as the lease's own: a holder asking again gets its own key.
-        let txn = TxnRequest {
-            compare: vec![Compare {
-                result: CompareResult::Equal as i32,
-                target: CompareTarget::Create as i32,
-                key: key.clone(),
-                target_union: Some(TargetUnion::CreateRevision(0)),
-                ..Compare::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(Operation::RequestPut(PutRequest {
-                    key: key.clone(),
-                    lease: request.lease,
-                    ..PutRequest::default()
-                })),
-            }],
-            failure: vec![RequestOp {
-                request: Some(Operation::RequestRange(RangeRequest {
-                    key: key.clone(),
-                    ..RangeRequest::default()
-                })),
-            }],
-        };
-        let answered = self.recipes.kv().txn(Request::new(txn)).await?.into_inner();
-        let my_revision = if answered.succeeded {
-            answered.header.as_ref().map_or(0, |header| header.revision)
-        } else {
-            answered
-                .responses
-                .into_iter()
-                .find_map(|response| match response.response {
-                    Some(OperationResponse::ResponseRange(range)) => range.kvs.into_iter().next(),
-                    _ => None,
-                })
-                .map_or(0, |kv| kv.create_revision)
-        };
+        let candidacy = self
+            .recipes
+            .create_if_missing(&key, Vec::new(), request.lease)
+            .await?;
+        let my_revision = candidacy.create_revision;
         let mut abandoned = Abandoned {
             state: Arc::clone(&self.recipes.state),
-            key: answered.succeeded.then(|| key.clone()),
+            key: candidacy.created.then(|| key.clone()),
         };
         // Held once nobody created a key under the name before this one.
         while let Some(older) = self.recipes.predecessor(&prefix, my_revision)? {
