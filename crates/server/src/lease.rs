@@ -233,26 +233,24 @@ impl Lease for Arc<LeaseService> {
                 self.state.reader.lease_ttl(id).is_some()
             })
         };
-        let proposal = internal_request::Request::LeaseGrant(LeaseGrantRequest { ttl, id });
-        let mut response = match self.state.node.propose(proposal).await {
-            Ok(Applied::LeaseGrant(response)) => {
-                self.renew(response.id, response.ttl);
-                response
-            }
-            Ok(_) => return Err(Status::internal("a lease grant applied as another kind")),
-            Err(ServerError::NotLeader {
-                leader: Some(leader),
-            }) if leader != self.state.node.id() => self
-                .leader_client(leader)
-                .await?
-                .lease_grant(LeaseGrantRequest { ttl, id })
-                .await?
-                .into_inner(),
-            Err(error) => return Err(to_status(error)),
-        };
-        let revision = response.header.as_ref().map_or(0, |header| header.revision);
-        response.header = Some(self.state.header(revision));
-        Ok(Response::new(response))
+        let granted = self
+            .state
+            .propose_or_forward(
+                internal_request::Request::LeaseGrant(LeaseGrantRequest { ttl, id }),
+                |applied| match applied {
+                    Applied::LeaseGrant(response) => Some(response),
+                    _ => None,
+                },
+                |leader| async move {
+                    LeaseClient::new(leader)
+                        .lease_grant(LeaseGrantRequest { ttl, id })
+                        .await
+                },
+            )
+            .await?;
+        // A no-op unless this member leads (a follower's leader renews it in its own call).
+        self.renew(granted.get_ref().id, granted.get_ref().ttl);
+        Ok(granted)
     }
 
     async fn lease_revoke(
@@ -260,30 +258,23 @@ impl Lease for Arc<LeaseService> {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let request = request.into_inner();
-        let proposal = internal_request::Request::LeaseRevoke(request);
-        let mut response = match self.state.node.propose(proposal).await {
-            Ok(Applied::LeaseRevoke(response)) => {
-                self.expiries
-                    .lock()
-                    .expect("no lessor panics")
-                    .expiry
-                    .remove(&request.id);
-                response
-            }
-            Ok(_) => return Err(Status::internal("a lease revoke applied as another kind")),
-            Err(ServerError::NotLeader {
-                leader: Some(leader),
-            }) if leader != self.state.node.id() => self
-                .leader_client(leader)
-                .await?
-                .lease_revoke(request)
-                .await?
-                .into_inner(),
-            Err(error) => return Err(to_status(error)),
-        };
-        let revision = response.header.as_ref().map_or(0, |header| header.revision);
-        response.header = Some(self.state.header(revision));
-        Ok(Response::new(response))
+        let revoked = self
+            .state
+            .propose_or_forward(
+                internal_request::Request::LeaseRevoke(request),
+                |applied| match applied {
+                    Applied::LeaseRevoke(response) => Some(response),
+                    _ => None,
+                },
+                |leader| async move { LeaseClient::new(leader).lease_revoke(request).await },
+            )
+            .await?;
+        self.expiries
+            .lock()
+            .expect("no lessor panics")
+            .expiry
+            .remove(&request.id);
+        Ok(revoked)
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -134,15 +134,10 @@ impl ServiceState {
         Ok(channel)
     }
 
-    /// A client of the leader, for a forwarded write. The leader's client URL reaches the
-    /// other members through the log shortly after the leader starts (see
-    /// `serve::publish_attributes`); a write that arrives in between waits for it, up to
-    /// [`LEADER_URL_WAIT`], rather than failing with "no leader" while every node names one.
-    async fn leader_client(&self, leader: u64) -> Result<KvClient<Channel>, Status> {
-        Ok(KvClient::new(self.leader_channel_waiting(leader).await?))
-    }
-
-    /// [`ServiceState::leader_channel`], waiting up to [`LEADER_URL_WAIT`] for the URL.
+    /// [`ServiceState::leader_channel`], waiting up to [`LEADER_URL_WAIT`] for the URL. The
+    /// leader's client URL reaches the other members through the log shortly after the leader
+    /// starts (see `serve::publish_attributes`); a request that arrives in between waits for
+    /// it rather than failing with "no leader" while every node names one.
     pub async fn leader_channel_waiting(&self, leader: u64) -> Result<Channel, Status> {
         let deadline = tokio::time::Instant::now() + LEADER_URL_WAIT;
         loop {
@@ -249,8 +244,8 @@ fn check_write(state: &ServiceState, bytes: usize) -> Result<(), Status> {
 /// The KV service.
 pub struct KvService(pub Arc<ServiceState>);
 
-/// A KV write's response: where its header is.
-trait WriteResponse: Send + 'static {
+/// A write's response: where its header is.
+pub(crate) trait WriteResponse: Send + 'static {
     fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
 }
 
@@ -268,33 +263,36 @@ write_response!(
     PutResponse,
     DeleteRangeResponse,
     TxnResponse,
-    CompactionResponse
+    CompactionResponse,
+    crate::proto::etcdserverpb::LeaseGrantResponse,
+    crate::proto::etcdserverpb::LeaseRevokeResponse
 );
 
-impl KvService {
-    /// The one path of every KV write: proposed here when this member leads, and answered once
-    /// applied; otherwise forwarded to the leader with `forward`, and answered once this member
-    /// has applied it too, as etcd answers only after the member the client asked has applied
-    /// the write. Rationale: a client that writes through a follower and then reads that
-    /// follower serializably must see its own write (13 to 52 misses in 1,000 before).
-    async fn write<T, F>(
+impl ServiceState {
+    /// The one path of every write through the log: proposed here when this member leads, and
+    /// answered once applied; otherwise forwarded to the leader over `forward`'s channel, and
+    /// answered once this member has applied it too, as etcd answers only after the member the
+    /// client asked has applied the write. Rationale: a client that writes through a follower
+    /// and then reads that follower serializably must see its own write (13 to 52 misses in
+    /// 1,000 before).
+    pub(crate) async fn propose_or_forward<T, F>(
         &self,
         request: internal_request::Request,
         unpack: fn(Applied) -> Option<T>,
-        forward: impl FnOnce(KvClient<Channel>) -> F,
+        forward: impl FnOnce(Channel) -> F,
     ) -> Result<Response<T>, Status>
     where
         T: WriteResponse,
         F: std::future::Future<Output = Result<Response<T>, Status>>,
     {
-        let mut response = match self.0.node.propose(request).await {
+        let mut response = match self.node.propose(request).await {
             Ok(applied) => unpack(applied)
                 .ok_or_else(|| Status::internal("a write applied as another kind"))?,
             Err(ServerError::NotLeader {
                 leader: Some(leader),
-            }) if leader != self.0.node.id() => {
-                let client = self.0.leader_client(leader).await?;
-                let mut response = forward(client)
+            }) if leader != self.node.id() => {
+                let channel = self.leader_channel_waiting(leader).await?;
+                let mut response = forward(channel)
                     .await
                     .map_err(forwarding_error)?
                     .into_inner();
@@ -302,12 +300,12 @@ impl KvService {
                     .header_mut()
                     .as_ref()
                     .map_or(0, |header| header.revision);
-                self.0.wait_for_revision(revision).await?;
+                self.wait_for_revision(revision).await?;
                 response
             }
             Err(error) => return Err(to_status(error)),
         };
-        fill_header(&self.0, response.header_mut());
+        fill_header(self, response.header_mut());
         Ok(Response::new(response))
     }
 }
@@ -339,15 +337,16 @@ impl Kv for KvService {
         let request = request.into_inner();
         crate::mvcc::validate_put(&request).map_err(Status::from)?;
         check_write(&self.0, request.key.len() + request.value.len())?;
-        self.write(
-            internal_request::Request::Put(request.clone()),
-            |applied| match applied {
-                Applied::Put(response) => Some(response),
-                _ => None,
-            },
-            |mut leader| async move { leader.put(request).await },
-        )
-        .await
+        self.0
+            .propose_or_forward(
+                internal_request::Request::Put(request.clone()),
+                |applied| match applied {
+                    Applied::Put(response) => Some(response),
+                    _ => None,
+                },
+                |leader| async move { KvClient::new(leader).put(request).await },
+            )
+            .await
     }
 
     async fn delete_range(
@@ -356,15 +355,16 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let request = request.into_inner();
         crate::mvcc::validate_delete_range(&request).map_err(Status::from)?;
-        self.write(
-            internal_request::Request::DeleteRange(request.clone()),
-            |applied| match applied {
-                Applied::DeleteRange(response) => Some(response),
-                _ => None,
-            },
-            |mut leader| async move { leader.delete_range(request).await },
-        )
-        .await
+        self.0
+            .propose_or_forward(
+                internal_request::Request::DeleteRange(request.clone()),
+                |applied| match applied {
+                    Applied::DeleteRange(response) => Some(response),
+                    _ => None,
+                },
+                |leader| async move { KvClient::new(leader).delete_range(request).await },
+            )
+            .await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -372,15 +372,16 @@ impl Kv for KvService {
         check_write(&self.0, prost::Message::encoded_len(&request))?;
         crate::mvcc::validate_txn(&request, crate::mvcc::MAX_TXN_OPERATIONS_DEFAULT)
             .map_err(Status::from)?;
-        self.write(
-            internal_request::Request::Txn(request.clone()),
-            |applied| match applied {
-                Applied::Txn(response) => Some(response),
-                _ => None,
-            },
-            |mut leader| async move { leader.txn(request).await },
-        )
-        .await
+        self.0
+            .propose_or_forward(
+                internal_request::Request::Txn(request.clone()),
+                |applied| match applied {
+                    Applied::Txn(response) => Some(response),
+                    _ => None,
+                },
+                |leader| async move { KvClient::new(leader).txn(request).await },
+            )
+            .await
     }
 
     async fn compact(
@@ -388,15 +389,16 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let request = request.into_inner();
-        self.write(
-            internal_request::Request::Compaction(request),
-            |applied| match applied {
-                Applied::Compaction(response) => Some(response),
-                _ => None,
-            },
-            |mut leader| async move { leader.compact(request).await },
-        )
-        .await
+        self.0
+            .propose_or_forward(
+                internal_request::Request::Compaction(request),
+                |applied| match applied {
+                    Applied::Compaction(response) => Some(response),
+                    _ => None,
+                },
+                |leader| async move { KvClient::new(leader).compact(request).await },
+            )
+            .await
     }
 }
 
