@@ -428,17 +428,9 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
     /// machine's response once the entry is applied here. Returns the entry's index, or the
     /// waiter back with why the proposal was refused (nothing was proposed then).
     pub fn propose(&mut self, request_id: u64, data: Bytes, waiter: W) -> Result<u64, Refused<W>> {
-        if self.waiting_count() >= self.config.waiters_max {
-            return Err(Refused::new(waiter, ShellError::TooManyRequests));
-        }
-        match self.node.propose(data) {
-            Ok(index) => {
-                let waiting = self.waiting(waiter);
-                self.proposals.insert(request_id, waiting);
-                Ok(index)
-            }
-            Err(error) => Err(Refused::new(waiter, error.into())),
-        }
+        let (index, waiting) = self.admit(waiter, |node| node.propose(data))?;
+        self.proposals.insert(request_id, waiting);
+        Ok(index)
     }
 
     /// Proposes a membership change; `waiter` is answered with the configuration once the
@@ -449,15 +441,23 @@ impl<L: ShellLog, M: ShellStateMachine, W> NodeShell<L, M, W> {
         change: ConfigChange,
         waiter: W,
     ) -> Result<u64, Refused<W>> {
+        let (index, waiting) = self.admit(waiter, |node| node.propose_config_change(change))?;
+        self.config_changes.insert(index, waiting);
+        Ok(index)
+    }
+
+    /// Proposes with `propose` if the waiters' bound leaves room, and gives the waiter its
+    /// deadline; or hands the waiter back with why nothing was proposed.
+    fn admit(
+        &mut self,
+        waiter: W,
+        propose: impl FnOnce(&mut Node<L>) -> Result<u64, ProposeError>,
+    ) -> Result<(u64, Waiting<W>), Refused<W>> {
         if self.waiting_count() >= self.config.waiters_max {
             return Err(Refused::new(waiter, ShellError::TooManyRequests));
         }
-        match self.node.propose_config_change(change) {
-            Ok(index) => {
-                let waiting = self.waiting(waiter);
-                self.config_changes.insert(index, waiting);
-                Ok(index)
-            }
+        match propose(&mut self.node) {
+            Ok(index) => Ok((index, self.waiting(waiter))),
             Err(error) => Err(Refused::new(waiter, error.into())),
         }
     }
