@@ -51,6 +51,17 @@ async fn put_with_lease(
     .map(|response| response.into_inner().header.expect("a header").revision)
 }
 
+/// A lease of 60 s, granted through `leases`; its id.
+async fn grant_60s(leases: &LeaseClient<Channel>) -> i64 {
+    leases
+        .clone()
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("a grant")
+        .into_inner()
+        .id
+}
+
 async fn exists(kv: &mut KvClient<Channel>, key: &str) -> bool {
     let response = kv
         .range(RangeRequest {
@@ -300,19 +311,11 @@ fn the_lock_service_serializes_holders() {
     block_on(async {
         let channel = connect(&cluster.nodes[follower].endpoint()).await;
         let mut leases = LeaseClient::new(channel.clone());
-        let grant = || {
-            let mut leases = leases.clone();
-            async move {
-                leases
-                    .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
-                    .await
-                    .expect("a grant")
-                    .into_inner()
-                    .id
-            }
-        };
-        let (first_lease, second_lease, third_lease) =
-            (grant().await, grant().await, grant().await);
+        let (first_lease, second_lease, third_lease) = (
+            grant_60s(&leases).await,
+            grant_60s(&leases).await,
+            grant_60s(&leases).await,
+        );
         let mut lock = LockClient::new(channel.clone());
         let first = lock
             .lock(LockRequest {
@@ -408,18 +411,7 @@ fn the_election_service_elects_one_leader_at_a_time() {
     block_on(async {
         let channel = connect(&cluster.nodes[follower].endpoint()).await;
         let leases = LeaseClient::new(channel.clone());
-        let grant = || {
-            let mut leases = leases.clone();
-            async move {
-                leases
-                    .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
-                    .await
-                    .expect("a grant")
-                    .into_inner()
-                    .id
-            }
-        };
-        let (alice_lease, bob_lease) = (grant().await, grant().await);
+        let (alice_lease, bob_lease) = (grant_60s(&leases).await, grant_60s(&leases).await);
         let mut election = ElectionClient::new(channel.clone());
         let name = b"the-election".to_vec();
         let alice = election
@@ -495,5 +487,47 @@ fn the_election_service_elects_one_leader_at_a_time() {
             .await
             .expect_err("alice no longer leads");
         assert_eq!(refused.message(), "etcdserver: election: not leader");
+    });
+}
+
+/// A locker that gives up waiting (its call is canceled) leaves no key behind: otherwise the
+/// lock would pass to a caller that is gone and stay stuck until its lease expired.
+#[test]
+fn a_canceled_lock_call_removes_its_key() {
+    use server::proto::v3lockpb::lock_client::LockClient;
+    use server::proto::v3lockpb::LockRequest;
+
+    let cluster = Cluster::start(1, 24150, &[]);
+    block_on(async {
+        let channel = connect(&cluster.nodes[0].endpoint()).await;
+        let mut leases = LeaseClient::new(channel.clone());
+        let (holder, quitter) = (grant_60s(&leases).await, grant_60s(&leases).await);
+        let mut lock = LockClient::new(channel.clone());
+        lock.lock(LockRequest {
+            name: b"busy".to_vec(),
+            lease: holder,
+        })
+        .await
+        .expect("the holder's lock");
+        let waited = tokio::time::timeout(
+            Duration::from_millis(500),
+            lock.lock(LockRequest {
+                name: b"busy".to_vec(),
+                lease: quitter,
+            }),
+        )
+        .await;
+        assert!(waited.is_err(), "the second locker should still be waiting");
+        let quitter_key = format!("busy/{quitter:x}");
+        let mut kv = KvClient::new(channel);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while exists(&mut kv, &quitter_key).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{quitter_key} is still there 10 s after its locker gave up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = leases.lease_revoke(LeaseRevokeRequest { id: holder }).await;
     });
 }
