@@ -38,13 +38,7 @@ impl Simulation {
             op: pending.op,
         });
         let at = self.world.now + self.world.think_ticks() * TICK;
-        self.world.schedule(
-            at,
-            Ev::ClientWake {
-                client: index,
-                generation,
-            },
-        );
+        self.world.wake_client(index, at, generation);
     }
 
     pub(super) fn invoke(&mut self, index: usize) {
@@ -107,13 +101,7 @@ impl Simulation {
         let client_id = client.id;
         let Some(target) = target else {
             let at = self.world.now + TICK;
-            self.world.schedule(
-                at,
-                Ev::ClientWake {
-                    client: index,
-                    generation,
-                },
-            );
+            self.world.wake_client(index, at, generation);
             return;
         };
         self.world.record(Event::Invoke {
@@ -127,13 +115,7 @@ impl Simulation {
         if sim_node.paused {
             // The request sits unanswered in a frozen process: the client times out.
             let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
-            self.world.schedule(
-                at,
-                Ev::ClientWake {
-                    client: index,
-                    generation,
-                },
-            );
+            self.world.wake_client(index, at, generation);
             return;
         }
         let retry_soon = self.world.now + self.world.rng.range(TICK / 2, 2 * TICK);
@@ -149,13 +131,7 @@ impl Simulation {
                 let waiting = Waiting::Read(attempt);
                 self.set_target(index, target, incarnation, waiting);
                 let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
-                self.world.schedule(
-                    at,
-                    Ev::ClientWake {
-                        client: index,
-                        generation,
-                    },
-                );
+                self.world.wake_client(index, at, generation);
                 // The shell registers the read with the core when it handles its Readys, and
                 // answers it (or refuses it, without a leader) then.
                 let sim_node = self.nodes.get_mut(&target).expect("running");
@@ -236,13 +212,7 @@ impl Simulation {
             Ok(_) => {
                 self.world.clients[index].leader_hint = Some(target);
                 let at = self.world.now + ATTEMPT_TIMEOUT_TICKS * TICK;
-                self.world.schedule(
-                    at,
-                    Ev::ClientWake {
-                        client: index,
-                        generation,
-                    },
-                );
+                self.world.wake_client(index, at, generation);
             }
             Err(Refused { error, .. }) => {
                 if let Some(pending) = self.world.clients[index].pending.as_mut() {
@@ -254,13 +224,7 @@ impl Simulation {
                     _ => Some(target),
                 };
                 self.world.clients[index].leader_hint = hint;
-                self.world.schedule(
-                    retry_soon,
-                    Ev::ClientWake {
-                        client: index,
-                        generation,
-                    },
-                );
+                self.world.wake_client(index, retry_soon, generation);
             }
         }
     }

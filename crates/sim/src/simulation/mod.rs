@@ -583,6 +583,17 @@ impl Network {
 }
 
 impl World {
+    /// Wakes client `index` at `at`, if it is still in `generation` by then.
+    fn wake_client(&mut self, index: usize, at: u64, generation: u64) {
+        self.schedule(
+            at,
+            Ev::ClientWake {
+                client: index,
+                generation,
+            },
+        );
+    }
+
     fn schedule(&mut self, at: u64, event: Ev) {
         self.sequence += 1;
         self.queue.insert((at, self.sequence), event);
@@ -748,13 +759,7 @@ impl World {
                 self.clients[index].leader_hint = None;
                 let generation = self.clients[index].generation;
                 let at = self.now + self.rng.range(TICK / 2, 2 * TICK);
-                self.schedule(
-                    at,
-                    Ev::ClientWake {
-                        client: index,
-                        generation,
-                    },
-                );
+                self.wake_client(index, at, generation);
             }
             // A timeout, a stop, or an answer of another kind: the client's own timeout
             // sends it elsewhere.
@@ -799,13 +804,7 @@ impl World {
             value,
         });
         let wake = self.now + self.think_ticks() * TICK;
-        self.schedule(
-            wake,
-            Ev::ClientWake {
-                client: index,
-                generation,
-            },
-        );
+        self.wake_client(index, wake, generation);
     }
 }
 
@@ -910,13 +909,7 @@ impl Simulation {
         }
         for client in 0..simulation.world.clients.len() {
             let at = simulation.world.rng.range(1, 20) * TICK;
-            simulation.world.schedule(
-                at,
-                Ev::ClientWake {
-                    client,
-                    generation: 0,
-                },
-            );
+            simulation.world.wake_client(client, at, 0);
         }
         if !simulation.world.config.faults.is_none() {
             let at = simulation.world.rng.range(20, 60) * TICK;
