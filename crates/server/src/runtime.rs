@@ -296,12 +296,38 @@ impl<N: PeerNetwork> ShellNetwork for SendThrough<N> {
     }
 }
 
-/// The shell's state machine: decodes each entry's [`InternalRequest`] for the
-/// [`StateMachine`], which the services also read, and notes when the member list may have
-/// changed.
-struct Decoding<M> {
+/// The shell's state machine as the server runs it: decodes each entry's [`InternalRequest`]
+/// for the [`StateMachine`], which the services also read, and notes when the member list may
+/// have changed. Public so that the simulator runs exactly this adaptor over the same
+/// [`StateMachine`] the server serves from.
+pub struct Decoding<M> {
     inner: Arc<M>,
     members_changed: bool,
+}
+
+impl<M> Decoding<M> {
+    /// The adaptor around `inner`.
+    pub fn new(inner: Arc<M>) -> Self {
+        Decoding {
+            inner,
+            members_changed: false,
+        }
+    }
+
+    /// The state machine it applies to.
+    pub fn inner(&self) -> &Arc<M> {
+        &self.inner
+    }
+}
+
+/// The bytes of a log entry proposing `request` under the shell's request id `id` (from
+/// [`NodeShell::next_request_id`]), as every proposal of a client request is encoded.
+pub fn encode_proposal(id: u64, request: internal_request::Request) -> Bytes {
+    let entry = InternalRequest {
+        id,
+        request: Some(request),
+    };
+    Bytes::from(entry.encode_to_vec())
 }
 
 impl<M: StateMachine> ShellStateMachine for Decoding<M> {
@@ -432,10 +458,7 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     };
     let shell = NodeShell::new(
         node,
-        Decoding {
-            inner: Arc::clone(&state_machine),
-            members_changed: false,
-        },
+        Decoding::new(Arc::clone(&state_machine)),
         snapshot_index,
         shell_config,
     );
@@ -563,15 +586,9 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
         match request {
             Request::Propose { request, reply } => {
                 let id = self.shell.next_request_id();
-                let entry = InternalRequest {
-                    id,
-                    request: Some(request),
-                };
-                let proposed = self.shell.propose(
-                    id,
-                    Bytes::from(entry.encode_to_vec()),
-                    Reply::Propose(reply),
-                );
+                let proposed =
+                    self.shell
+                        .propose(id, encode_proposal(id, request), Reply::Propose(reply));
                 if let Err(Refused { waiter, error }) = proposed {
                     Self::deliver(waiter, Outcome::Failed(error));
                 }

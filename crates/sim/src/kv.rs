@@ -1,418 +1,329 @@
-//! The small key-value state machine the simulated clients use, and its command encoding.
+//! The state machine the simulated nodes run: the server's own MVCC store behind the server's
+//! own entry decoding ([`server::runtime::Decoding`] over [`server::serve::KvStateMachine`]),
+//! and the requests the simulated clients send it, built as etcd's clients build them.
 //!
-//! Every write carries its client id and request id. Rationale: a client that times out
-//! retries the same request elsewhere, so one request can be committed twice; the state
-//! machine remembers each client's last request and answers a repeat with the first answer
-//! instead of executing it again, which keeps a retried compare-and-swap exactly-once.
+//! The clients' model is a map of `u64` keys to `u64` values (what the linearizability checker
+//! reasons about); here those become etcd requests: a put is a `PutRequest`, a compare-and-swap
+//! a `TxnRequest` whose compare is the key's value (or, for "absent", its create revision 0, as
+//! etcd's lock recipe writes it) and whose success branch puts the new value, a read a
+//! `RangeRequest` served from the store once the shell releases the read.
+//!
+//! Rationale for no request de-duplication: etcd has none. A client whose attempt timed out
+//! does not know whether it took effect, so the simulator records it as indeterminate and
+//! goes on with a new operation, never a retry of the same write (a retried compare-and-swap
+//! could apply twice). The checker treats indeterminate operations as optional.
 
-use std::collections::BTreeMap;
 use std::hash::Hasher;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use prost::Message as _;
+use server::mvcc::{MvccOptions, MvccStore};
+use server::proto::etcdserverpb::{
+    compare, request_op, CompactionRequest, Compare, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+use server::proto::flotillapb::{internal_request, InternalRequest};
+use server::runtime::{Applied, Decoding, RequestOutcomes, ServerError};
+use server::serve::KvStateMachine;
+use server::shell::ShellStateMachine;
 
 use crate::trace::Fnv64;
 
 /// A client of the simulated store. Client 0 is the simulator's own liveness probe.
 pub type ClientId = u64;
 
-/// A write, as it travels in a log entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Command {
-    /// The client that sent it.
-    pub client: ClientId,
-    /// The client's request number; grows by one per operation, repeats on a retry.
-    pub request: u64,
-    /// What to do.
-    pub action: Action,
+/// What an applied client request answers, as the server's runtime hands it back.
+pub type Answer = Result<Applied, ServerError>;
+
+/// The key the liveness probe writes; no client operation touches it.
+pub const PROBE_KEY: &[u8] = b"probe";
+
+/// The etcd key of the model's key `key`.
+pub fn key_bytes(key: u64) -> Vec<u8> {
+    format!("key/{key:05}").into_bytes()
 }
 
-/// What a [`Command`] does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Set `key` to `value`.
-    Put {
-        /// The key.
-        key: u64,
-        /// The value.
-        value: u64,
-    },
-    /// Set `key` to `new` if it holds `expected` (`None`: absent).
-    CompareAndSwap {
-        /// The key.
-        key: u64,
-        /// The value the key must hold.
-        expected: Option<u64>,
-        /// The value written on success.
-        new: u64,
-    },
-    /// Changes nothing; the liveness probe commits one after the faults heal.
-    Probe,
+/// The etcd value of the model's value `value`.
+fn value_bytes(value: u64) -> Vec<u8> {
+    value.to_string().into_bytes()
 }
 
-/// What a write answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// The put was applied.
-    Put,
-    /// Whether the compare-and-swap swapped.
-    CompareAndSwap(bool),
-    /// The probe was applied.
-    Probe,
+/// The model's value of an etcd value the clients wrote.
+///
+/// # Panics
+/// On a value no simulated client writes: only they write these keys.
+fn parse_value(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .expect("a value a simulated client wrote")
 }
 
-const TAG_PUT: u8 = 1;
-const TAG_COMPARE_AND_SWAP: u8 = 2;
-const TAG_PROBE: u8 = 3;
+/// A put of `value` at `key`.
+pub fn put_request(key: u64, value: u64) -> internal_request::Request {
+    internal_request::Request::Put(PutRequest {
+        key: key_bytes(key),
+        value: value_bytes(value),
+        ..PutRequest::default()
+    })
+}
 
-impl Command {
-    /// The bytes a log entry carries.
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(48);
-        let (tag, words): (u8, [u64; 4]) = match self.action {
-            Action::Put { key, value } => (TAG_PUT, [key, value, 0, 0]),
-            Action::CompareAndSwap { key, expected, new } => (
-                TAG_COMPARE_AND_SWAP,
-                [
-                    key,
-                    u64::from(expected.is_some()),
-                    expected.unwrap_or(0),
-                    new,
-                ],
-            ),
-            Action::Probe => (TAG_PROBE, [0; 4]),
-        };
-        out.push(tag);
-        for word in [self.client, self.request].iter().chain(&words) {
-            out.extend_from_slice(&word.to_le_bytes());
+/// The compare-and-swap of `key` from `expected` (`None`: absent) to `new`, as a txn.
+pub fn compare_and_swap_request(
+    key: u64,
+    expected: Option<u64>,
+    new: u64,
+) -> internal_request::Request {
+    let compare = match expected {
+        Some(value) => Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Value as i32,
+            key: key_bytes(key),
+            target_union: Some(compare::TargetUnion::Value(value_bytes(value))),
+            ..Compare::default()
+        },
+        None => Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Create as i32,
+            key: key_bytes(key),
+            target_union: Some(compare::TargetUnion::CreateRevision(0)),
+            ..Compare::default()
+        },
+    };
+    let PutRequest { key, value, .. } = match put_request(key, new) {
+        internal_request::Request::Put(put) => put,
+        _ => unreachable!("put_request builds a put"),
+    };
+    internal_request::Request::Txn(TxnRequest {
+        compare: vec![compare],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key,
+                value,
+                ..PutRequest::default()
+            })),
+        }],
+        failure: Vec::new(),
+    })
+}
+
+/// A compaction of the store's history up to `revision`.
+pub fn compaction_request(revision: i64) -> internal_request::Request {
+    internal_request::Request::Compaction(CompactionRequest {
+        revision,
+        physical: false,
+    })
+}
+
+/// The liveness probe's write.
+pub fn probe_request(number: u64) -> internal_request::Request {
+    internal_request::Request::Put(PutRequest {
+        key: PROBE_KEY.to_vec(),
+        value: value_bytes(number),
+        ..PutRequest::default()
+    })
+}
+
+/// The request id and whether it is the liveness probe's, of a log entry's bytes; `None` for
+/// bytes that are no client request.
+pub fn decode_request(data: &[u8]) -> Option<(u64, bool)> {
+    let entry = InternalRequest::decode(data).ok()?;
+    let request = entry.request?;
+    let probe = matches!(&request, internal_request::Request::Put(put) if put.key == PROBE_KEY);
+    Some((entry.id, probe))
+}
+
+/// The server's state machine as a simulated node's shell runs it, plus the state's hash after
+/// each applied batch (for the per-index checks) and direct reads for the clients.
+pub struct KvMachine {
+    machine: Decoding<KvStateMachine>,
+    store: Arc<Mutex<MvccStore>>,
+    /// The last index of the last applied batch, and the state's hash after it.
+    last_batch: Option<(u64, u64)>,
+}
+
+impl KvMachine {
+    /// An empty store, as a member's runtime starts with before restoring its snapshot.
+    pub fn new() -> KvMachine {
+        let store = Arc::new(Mutex::new(MvccStore::new(MvccOptions::default())));
+        let machine = Decoding::new(Arc::new(KvStateMachine::new(Arc::clone(&store), None)));
+        KvMachine {
+            machine,
+            store,
+            last_batch: None,
         }
-        Bytes::from(out)
     }
 
-    /// Reads back what [`Command::encode`] wrote; `None` for anything else.
-    pub fn decode(bytes: &[u8]) -> Option<Command> {
-        let (&tag, rest) = bytes.split_first()?;
-        if rest.len() != 48 {
-            return None;
-        }
-        let word = |position: usize| {
-            let start = position * 8;
-            u64::from_le_bytes(rest[start..start + 8].try_into().expect("8 bytes"))
-        };
-        let action = match tag {
-            TAG_PUT => Action::Put {
-                key: word(2),
-                value: word(3),
-            },
-            TAG_COMPARE_AND_SWAP => Action::CompareAndSwap {
-                key: word(2),
-                expected: (word(3) == 1).then(|| word(4)),
-                new: word(5),
-            },
-            TAG_PROBE => Action::Probe,
-            _ => return None,
-        };
-        Some(Command {
-            client: word(0),
-            request: word(1),
-            action,
-        })
-    }
-}
-
-/// The replicated map, plus each client's last request and its answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KvStore {
-    values: BTreeMap<u64, u64>,
-    sessions: BTreeMap<ClientId, (u64, Answer)>,
-}
-
-impl KvStore {
-    /// The value of `key`, if any.
+    /// The value of `key`, read from the store as a serializable range would.
     pub fn get(&self, key: u64) -> Option<u64> {
-        self.values.get(&key).copied()
-    }
-
-    /// Applies a command. Returns the answer for the client, or `None` for a request older than
-    /// the client's last one (the client has moved on and nobody waits for it).
-    pub fn apply(&mut self, command: &Command) -> Option<Answer> {
-        if let Some(&(last_request, answer)) = self.sessions.get(&command.client) {
-            if command.request == last_request {
-                return Some(answer);
-            }
-            if command.request < last_request {
-                return None;
-            }
-        }
-        let answer = match command.action {
-            Action::Put { key, value } => {
-                self.values.insert(key, value);
-                Answer::Put
-            }
-            Action::CompareAndSwap { key, expected, new } => {
-                let swapped = self.values.get(&key).copied() == expected;
-                if swapped {
-                    self.values.insert(key, new);
-                }
-                Answer::CompareAndSwap(swapped)
-            }
-            Action::Probe => Answer::Probe,
+        let request = RangeRequest {
+            key: key_bytes(key),
+            ..RangeRequest::default()
         };
-        self.sessions
-            .insert(command.client, (command.request, answer));
-        Some(answer)
+        let store = self.store.lock().expect("store lock");
+        let response = store.range(&request).expect("a plain range succeeds");
+        response.kvs.first().map(|kv| parse_value(&kv.value))
     }
 
-    /// What a compare-and-swap would answer now, without applying it. Only the planted bug that
-    /// acknowledges writes before they commit uses it.
-    pub fn peek(&self, action: &Action) -> Answer {
-        match *action {
-            Action::Put { .. } => Answer::Put,
-            Action::CompareAndSwap { key, expected, .. } => {
-                Answer::CompareAndSwap(self.values.get(&key).copied() == expected)
-            }
-            Action::Probe => Answer::Probe,
-        }
+    /// The store's current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.store.lock().expect("store lock").current_revision()
     }
 
-    /// The state as snapshot bytes.
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::new();
-        let mut push = |word: u64| out.extend_from_slice(&word.to_le_bytes());
-        push(self.values.len() as u64);
-        for (&key, &value) in &self.values {
-            push(key);
-            push(value);
-        }
-        push(self.sessions.len() as u64);
-        for (&client, &(request, answer)) in &self.sessions {
-            push(client);
-            push(request);
-            push(match answer {
-                Answer::Put => 0,
-                Answer::CompareAndSwap(false) => 1,
-                Answer::CompareAndSwap(true) => 2,
-                Answer::Probe => 3,
-            });
-        }
-        Bytes::from(out)
+    /// Whether a compare-and-swap from `expected` would swap now, without applying it. Only the
+    /// planted bug that acknowledges writes before they commit uses it.
+    pub fn would_swap(&self, key: u64, expected: Option<u64>) -> bool {
+        self.get(key) == expected
     }
 
-    /// Reads back what [`KvStore::encode`] wrote. Empty bytes (the bootstrap snapshot) are the
-    /// empty store.
-    ///
-    /// # Panics
-    /// On bytes that [`KvStore::encode`] did not write: snapshots never leave the simulator.
-    pub fn decode(bytes: &[u8]) -> KvStore {
-        let mut store = KvStore::default();
-        if bytes.is_empty() {
-            return store;
-        }
-        let mut words = bytes
-            .chunks_exact(8)
-            .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-        let mut next = || words.next().expect("a well-formed snapshot");
-        for _ in 0..next() {
-            let key = next();
-            let value = next();
-            store.values.insert(key, value);
-        }
-        for _ in 0..next() {
-            let client = next();
-            let request = next();
-            let answer = match next() {
-                0 => Answer::Put,
-                1 => Answer::CompareAndSwap(false),
-                2 => Answer::CompareAndSwap(true),
-                _ => Answer::Probe,
-            };
-            store.sessions.insert(client, (request, answer));
-        }
-        store
-    }
-
-    /// A hash of the whole state, to compare nodes cheaply.
+    /// A hash of the state clients can see: the revisions and every current key-value with its
+    /// metadata.
     pub fn state_hash(&self) -> u64 {
+        let store = self.store.lock().expect("store lock");
+        let everything = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..RangeRequest::default()
+        };
+        let response = store.range(&everything).expect("a plain range succeeds");
         let mut hash = Fnv64::new();
-        for (&key, &value) in &self.values {
-            hash.write_u64(key);
-            hash.write_u64(value);
-        }
-        hash.write_u64(u64::MAX);
-        for (&client, &(request, answer)) in &self.sessions {
-            hash.write_u64(client);
-            hash.write_u64(request);
-            hash.write_u64(match answer {
-                Answer::Put => 0,
-                Answer::CompareAndSwap(false) => 1,
-                Answer::CompareAndSwap(true) => 2,
-                Answer::Probe => 3,
-            });
+        hash.write_i64(store.current_revision());
+        hash.write_i64(store.compacted_revision());
+        for kv in &response.kvs {
+            hash.write(&kv.key);
+            hash.write(&kv.value);
+            hash.write_i64(kv.create_revision);
+            hash.write_i64(kv.mod_revision);
+            hash.write_i64(kv.version);
+            hash.write_i64(kv.lease);
         }
         hash.finish()
+    }
+
+    /// The state hash right after `index`, if `index` ended the last applied batch.
+    pub fn hash_after(&self, index: u64) -> Option<u64> {
+        self.last_batch
+            .filter(|&(last, _)| last == index)
+            .map(|(_, hash)| hash)
+    }
+}
+
+impl Default for KvMachine {
+    fn default() -> Self {
+        KvMachine::new()
+    }
+}
+
+impl ShellStateMachine for KvMachine {
+    type Response = Answer;
+
+    fn apply(&mut self, entries: &[raft::Entry]) -> Result<RequestOutcomes, String> {
+        let outcomes = self.machine.apply(entries)?;
+        self.last_batch = entries.last().map(|entry| (entry.index, self.state_hash()));
+        Ok(outcomes)
+    }
+
+    fn snapshot(&mut self) -> Result<Bytes, String> {
+        self.machine.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &raft::Snapshot) -> Result<(), String> {
+        self.last_batch = None;
+        self.machine.restore(snapshot)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raft::{Entry, EntryPayload};
+    use server::runtime::encode_proposal;
 
-    #[test]
-    fn commands_survive_encoding() {
-        let commands = [
-            Command {
-                client: 3,
-                request: 9,
-                action: Action::Put { key: 1, value: 77 },
-            },
-            Command {
-                client: 1,
-                request: 2,
-                action: Action::CompareAndSwap {
-                    key: 4,
-                    expected: None,
-                    new: 5,
-                },
-            },
-            Command {
-                client: 1,
-                request: 3,
-                action: Action::CompareAndSwap {
-                    key: 4,
-                    expected: Some(0),
-                    new: 6,
-                },
-            },
-            Command {
-                client: 0,
-                request: 1,
-                action: Action::Probe,
-            },
-        ];
-        for command in commands {
-            assert_eq!(Command::decode(&command.encode()), Some(command));
-        }
-        assert_eq!(Command::decode(b"not a command"), None);
-    }
-
-    #[test]
-    fn a_repeated_request_is_answered_once_and_not_executed_again() {
-        let mut store = KvStore::default();
-        let swap = Command {
-            client: 1,
-            request: 1,
-            action: Action::CompareAndSwap {
-                key: 2,
-                expected: None,
-                new: 10,
-            },
-        };
-        assert_eq!(store.apply(&swap), Some(Answer::CompareAndSwap(true)));
-        let put = Command {
-            client: 2,
-            request: 1,
-            action: Action::Put { key: 2, value: 11 },
-        };
-        assert_eq!(store.apply(&put), Some(Answer::Put));
-        // The retry of the swap must not swap again (it would fail now) nor change the value.
-        assert_eq!(store.apply(&swap), Some(Answer::CompareAndSwap(true)));
-        assert_eq!(store.get(2), Some(11));
-        let newer = Command {
-            client: 1,
-            request: 2,
-            action: Action::Put { key: 3, value: 1 },
-        };
-        assert_eq!(store.apply(&newer), Some(Answer::Put));
-        assert_eq!(store.apply(&swap), None, "an older request is ignored");
-        assert_eq!(store.get(2), Some(11));
-    }
-
-    #[test]
-    fn snapshots_restore_the_same_state() {
-        let mut store = KvStore::default();
-        store.apply(&Command {
-            client: 1,
-            request: 1,
-            action: Action::Put { key: 5, value: 6 },
-        });
-        store.apply(&Command {
-            client: 2,
-            request: 4,
-            action: Action::CompareAndSwap {
-                key: 5,
-                expected: Some(6),
-                new: 7,
-            },
-        });
-        let restored = KvStore::decode(&store.encode());
-        assert_eq!(restored, store);
-        assert_eq!(restored.state_hash(), store.state_hash());
-        assert_eq!(KvStore::decode(&[]), KvStore::default());
-        assert_ne!(KvStore::default().state_hash(), store.state_hash());
-    }
-}
-
-/// The id under which the shell tracks a command's proposer: its client and request number.
-/// Rationale: a retried request keeps its id, so whichever of its copies applies first answers
-/// the client waiting on that node.
-pub fn request_id(client: ClientId, request: u64) -> u64 {
-    (client << 40) ^ request
-}
-
-/// The store as the node shell's state machine: applies commands from entries, remembers the
-/// state's hash after each applied index of the last batch (for the per-index checks), and
-/// snapshots and restores as [`KvStore::encode`] and [`KvStore::decode`].
-#[derive(Clone, Debug, Default)]
-pub struct KvMachine {
-    /// The store.
-    pub kv: KvStore,
-    /// The state hash after each index of the last applied batch.
-    hashes: Vec<(u64, u64)>,
-}
-
-impl KvMachine {
-    /// The machine holding a snapshot's state.
-    pub fn from_snapshot(data: &[u8]) -> KvMachine {
-        KvMachine {
-            kv: KvStore::decode(data),
-            hashes: Vec::new(),
+    fn entry(index: u64, id: u64, request: internal_request::Request) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: EntryPayload::Normal(encode_proposal(id, request)),
         }
     }
 
-    /// The state hash right after `index` was applied, if it was in the last batch.
-    pub fn hash_after(&self, index: u64) -> Option<u64> {
-        self.hashes
-            .iter()
-            .find(|&&(applied, _)| applied == index)
-            .map(|&(_, hash)| hash)
-    }
-}
-
-impl server::shell::ShellStateMachine for KvMachine {
-    type Response = Answer;
-
-    fn apply(&mut self, entries: &[raft::Entry]) -> Result<Vec<(u64, Answer)>, String> {
-        self.hashes.clear();
-        let mut answers = Vec::new();
-        for entry in entries {
-            if let raft::EntryPayload::Normal(data) = &entry.payload {
-                if let Some(command) = Command::decode(data.as_ref()) {
-                    if let Some(answer) = self.kv.apply(&command) {
-                        answers.push((request_id(command.client, command.request), answer));
-                    }
-                }
-            }
-            self.hashes.push((entry.index, self.kv.state_hash()));
+    fn swapped(answer: &Answer) -> bool {
+        match answer {
+            Ok(Applied::Txn(response)) => response.succeeded,
+            other => panic!("not a txn's answer: {other:?}"),
         }
-        Ok(answers)
     }
 
-    fn snapshot(&mut self) -> Result<Bytes, String> {
-        Ok(self.kv.encode())
+    #[test]
+    fn puts_and_compare_and_swaps_apply_as_the_model_says() {
+        let mut machine = KvMachine::new();
+        let outcomes = machine
+            .apply(&[
+                entry(2, 10, compare_and_swap_request(1, None, 5)),
+                entry(3, 11, compare_and_swap_request(1, None, 6)),
+                entry(4, 12, compare_and_swap_request(1, Some(5), 7)),
+                entry(5, 13, compare_and_swap_request(1, Some(5), 8)),
+                entry(6, 14, put_request(2, 9)),
+            ])
+            .expect("applies");
+        let ids: Vec<u64> = outcomes.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [10, 11, 12, 13, 14]);
+        let swaps: Vec<bool> = outcomes[..4].iter().map(|(_, a)| swapped(a)).collect();
+        assert_eq!(swaps, [true, false, true, false]);
+        assert!(matches!(outcomes[4].1, Ok(Applied::Put(_))));
+        assert_eq!(machine.get(1), Some(7));
+        assert_eq!(machine.get(2), Some(9));
+        assert_eq!(machine.get(3), None);
+        assert!(machine.would_swap(3, None));
+        assert!(!machine.would_swap(1, Some(5)));
+        assert_eq!(machine.hash_after(6), Some(machine.state_hash()));
+        assert_eq!(machine.hash_after(5), None, "only a batch's end is hashed");
     }
 
-    fn restore(&mut self, snapshot: &raft::Snapshot) -> Result<(), String> {
-        self.kv = KvStore::decode(&snapshot.data);
-        self.hashes.clear();
-        Ok(())
+    #[test]
+    fn a_snapshot_restores_the_same_state_and_hash() {
+        let mut machine = KvMachine::new();
+        machine
+            .apply(&[
+                entry(2, 1, put_request(4, 1)),
+                entry(3, 2, put_request(4, 2)),
+            ])
+            .expect("applies");
+        let image = machine.snapshot().expect("snapshots");
+        let mut restored = KvMachine::new();
+        let snapshot = raft::Snapshot {
+            meta: raft::SnapshotMeta {
+                index: 3,
+                term: 1,
+                config: raft::ConfigState::with_voters([1]),
+            },
+            data: image,
+        };
+        restored.restore(&snapshot).expect("restores");
+        assert_eq!(restored.get(4), Some(2));
+        assert_eq!(restored.state_hash(), machine.state_hash());
+        // A compaction changes what the hash covers; one of a compacted revision is refused
+        // and changes nothing.
+        machine
+            .apply(&[entry(4, 3, compaction_request(2))])
+            .expect("applies");
+        assert_ne!(restored.state_hash(), machine.state_hash());
+        let compacted = machine.state_hash();
+        let outcomes = machine
+            .apply(&[entry(5, 4, compaction_request(1))])
+            .expect("applies");
+        assert!(outcomes[0].1.is_err(), "{:?}", outcomes[0].1);
+        assert_eq!(machine.state_hash(), compacted);
+        assert_ne!(KvMachine::new().state_hash(), machine.state_hash());
+    }
+
+    #[test]
+    fn entries_name_their_request_and_the_probe() {
+        let put = encode_proposal(7, put_request(1, 1));
+        assert_eq!(decode_request(&put), Some((7, false)));
+        let probe = encode_proposal(8, probe_request(1));
+        assert_eq!(decode_request(&probe), Some((8, true)));
+        assert_eq!(decode_request(b"\xff\xff not a request"), None);
     }
 }

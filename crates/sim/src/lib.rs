@@ -8,7 +8,7 @@
 //! (`storage::DiskLog` over `storage::SimDisk`), a simulated clock (ticks)
 //! and network (delays, loss, duplication, reordering, partitions), a nemesis that crashes,
 //! pauses and reconfigures nodes, fails their fsyncs and damages their disks, and clients doing
-//! puts, gets and compare-and-swaps. Every step checks
+//! puts, gets and compare-and-swaps as etcd requests against the server's own MVCC store. Every step checks
 //! Raft's safety properties; the end checks linearizability, durability of acknowledged writes
 //! and liveness after the faults heal. The same seed and code always give the same run, and
 //! [`Outcome::trace_hash`] proves it.

@@ -1,4 +1,9 @@
 //! The clients: invoke operations, send them to a node, retry elsewhere, give up.
+//!
+//! A read, or a write no node accepted, is retried until its deadline. A write a node accepted
+//! but did not answer in time may still commit, and etcd does not de-duplicate requests, so
+//! its outcome is unknown: the client records it as indeterminate and goes on with a new
+//! operation, as an etcd client whose call timed out does.
 
 use super::*;
 
@@ -10,7 +15,9 @@ impl Simulation {
         }
         match client.pending {
             Some(pending) => {
-                if self.world.now >= pending.invoked_at + OPERATION_DEADLINE_TICKS * TICK {
+                let accepted = matches!(pending.target, Some((_, _, Waiting::Write(_))));
+                let deadline = pending.invoked_at + OPERATION_DEADLINE_TICKS * TICK;
+                if accepted || self.world.now >= deadline {
                     self.give_up(index);
                 } else {
                     self.attempt(index);
@@ -65,14 +72,11 @@ impl Simulation {
             OpSummary::CompareAndSwap { key, expected, new }
         };
         let client = &mut world.clients[index];
-        let request = client.next_request;
-        client.next_request += 1;
         let history_id = world.history.invoke(client.id, to_history_operation(op));
         world.stats.ops_invoked += 1;
         client.pending = Some(Pending {
             op,
             history_id,
-            request,
             attempts: 0,
             invoked_at: world.now,
             target: None,
@@ -122,7 +126,7 @@ impl Simulation {
         match pending.op {
             OpSummary::Get { key } => {
                 if self.world.driver_bug(DriverBug::StaleLocalRead) {
-                    let value = sim_node.shell().state_machine().kv.get(key);
+                    let value = sim_node.shell().state_machine().get(key);
                     self.world.complete(index, Response::Get(value));
                     return;
                 }
@@ -137,77 +141,56 @@ impl Simulation {
                 let sim_node = self.nodes.get_mut(&target).expect("running");
                 sim_node.shell().read(SimWaiter::Client { index, waiting });
             }
-            OpSummary::Put { key, value } => {
-                let action = Action::Put { key, value };
-                self.propose_write(
-                    index,
-                    target,
-                    incarnation,
-                    pending.request,
-                    action,
-                    generation,
-                    retry_soon,
-                );
-            }
-            OpSummary::CompareAndSwap { key, expected, new } => {
-                let action = Action::CompareAndSwap { key, expected, new };
-                self.propose_write(
-                    index,
-                    target,
-                    incarnation,
-                    pending.request,
-                    action,
-                    generation,
-                    retry_soon,
-                );
+            OpSummary::Put { .. } | OpSummary::CompareAndSwap { .. } => {
+                self.propose_write(index, target, incarnation, generation, retry_soon);
             }
         }
         let sim_node = self.nodes.get_mut(&target).expect("exists");
         process(sim_node, &mut self.world);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Proposes the pending write at `target`, as the server's runtime proposes a client's
+    /// request: a fresh request id from the shell, the entry encoded as the runtime encodes it.
     pub(super) fn propose_write(
         &mut self,
         index: usize,
         target: NodeId,
         incarnation: u64,
-        request: u64,
-        action: Action,
         generation: u64,
         retry_soon: u64,
     ) {
-        let client_id = self.world.clients[index].id;
-        let command = Command {
-            client: client_id,
-            request,
-            action,
+        let op = self.world.clients[index].pending.expect("pending").op;
+        let request = match op {
+            OpSummary::Put { key, value } => kv::put_request(key, value),
+            OpSummary::CompareAndSwap { key, expected, new } => {
+                kv::compare_and_swap_request(key, expected, new)
+            }
+            OpSummary::Get { .. } => unreachable!("reads are not proposed"),
         };
         let sim_node = self.nodes.get_mut(&target).expect("running");
+        let id = sim_node.shell().next_request_id();
+        let data = encode_proposal(id, request);
+        let waiting = Waiting::Write(id);
+        // Set before proposing: the shell may answer within the call's handling.
+        self.set_target(index, target, incarnation, waiting);
+        let sim_node = self.nodes.get_mut(&target).expect("running");
         if self.world.driver_bug(DriverBug::AckBeforeCommit) {
-            let proposed = sim_node.shell().propose(
-                request_id(client_id, request),
-                command.encode(),
-                SimWaiter::Probe,
-            );
+            let proposed = sim_node.shell().propose(id, data.clone(), SimWaiter::Probe);
             if proposed.is_ok() {
-                let response = match sim_node.shell().state_machine().kv.peek(&action) {
-                    Answer::CompareAndSwap(swapped) => Response::CompareAndSwap(swapped),
+                let machine = sim_node.shell().state_machine();
+                let response = match op {
+                    OpSummary::CompareAndSwap { key, expected, .. } => {
+                        Response::CompareAndSwap(machine.would_swap(key, expected))
+                    }
                     _ => Response::Put,
                 };
                 self.world.complete(index, response);
                 return;
             }
         }
-        let waiting = Waiting::Write(request);
-        // Set before proposing: the shell may answer within the call's handling.
-        self.set_target(index, target, incarnation, waiting);
-        let sim_node = self.nodes.get_mut(&target).expect("running");
-        let proposed = sim_node.shell().propose(
-            request_id(client_id, request),
-            command.encode(),
-            SimWaiter::Client { index, waiting },
-        );
+        let proposed = sim_node
+            .shell()
+            .propose(id, data, SimWaiter::Client { index, waiting });
         match proposed {
             Ok(_) => {
                 self.world.clients[index].leader_hint = Some(target);

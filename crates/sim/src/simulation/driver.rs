@@ -3,6 +3,7 @@
 //! snapshot files to a later event. Also what a crash does to a node.
 
 use super::*;
+use server::shell::ShellStateMachine as _;
 
 impl SimNode {
     pub(super) fn shell(&mut self) -> &mut Shell {
@@ -302,12 +303,11 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
         *self.applied = entry.index;
         match &entry.payload {
             EntryPayload::Normal(data) => {
-                if let Some(command) = Command::decode(data.as_ref()) {
-                    if command.client == 0 && world.probe_done_at.is_none() {
+                if let Some((request_id, true)) = kv::decode_request(data.as_ref()) {
+                    if world.probe_done_at.is_none() {
                         world.probe_done_at = Some(now);
                         world.note(format!(
-                            "liveness probe {} applied on n{id}",
-                            command.request
+                            "liveness probe (request {request_id}) applied on n{id}"
                         ));
                     }
                 }
@@ -320,9 +320,7 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
             index: entry.index,
             term: entry.term,
         });
-        let state_hash = machine
-            .hash_after(entry.index)
-            .expect("the machine hashes every entry it applies");
+        let state_hash = machine.hash_after(entry.index);
         let result = world
             .invariants
             .on_apply(now, id, node.term(), entry, state_hash);
@@ -345,7 +343,7 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
         world.record(Event::InstallSnapshot { node: id, index });
         let result = world
             .invariants
-            .check_state(world.now, id, index, machine.kv.state_hash());
+            .check_state(world.now, id, index, machine.state_hash());
         world.check(result);
     }
 }
@@ -498,11 +496,20 @@ pub(super) fn after_readies(
     }
 }
 
-/// A node's shell over `storage`, with the state machine restored from the log's snapshot, as
-/// the server's runtime builds it at start.
-pub(super) fn build_shell(world: &World, config: Config, storage: NodeStorage) -> Shell {
+/// A node's shell over `storage`, in the node's life `incarnation`, with the state machine
+/// restored from the log's snapshot, as the server's runtime builds it at start.
+pub(super) fn build_shell(
+    world: &World,
+    config: Config,
+    storage: NodeStorage,
+    incarnation: u64,
+) -> Shell {
     let snapshot = storage.snapshot().expect("storage has one");
-    let machine = KvMachine::from_snapshot(&snapshot.data);
+    // As the runtime starts: an empty store, then the newest snapshot restored into it.
+    let mut machine = KvMachine::new();
+    machine
+        .restore(&snapshot)
+        .expect("a snapshot the simulated cluster made restores");
     let shell_config = ShellConfig {
         snapshot_entries: world.params.snapshot_every,
         // Rationale: longer than a client's own attempt timeout, so that the clients decide
@@ -510,7 +517,9 @@ pub(super) fn build_shell(world: &World, config: Config, storage: NodeStorage) -
         request_timeout_ticks: OPERATION_DEADLINE_TICKS,
         waiters_max: 10_000,
         read_round_overdue_ticks: 2,
-        first_request_id: config.id << 48,
+        // Rationale: ids must differ across nodes and across a node's lives, since the
+        // durability check names acknowledged writes by id.
+        first_request_id: (config.id << 48) | (incarnation << 32),
     };
     let node = Node::new(config, storage).expect("a valid configuration");
     #[allow(unused_mut)]

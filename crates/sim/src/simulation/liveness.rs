@@ -67,23 +67,16 @@ impl Simulation {
             return;
         } else if let Some(leader) = self.current_leader() {
             self.world.probe_request += 1;
-            let command = Command {
-                client: 0,
-                request: self.world.probe_request,
-                action: Action::Probe,
-            };
+            let number = self.world.probe_request;
             let sim_node = self.nodes.get_mut(&leader).expect("exists");
+            let id = sim_node.shell().next_request_id();
+            let data = encode_proposal(id, kv::probe_request(number));
             let result = sim_node
                 .shell()
-                .propose(
-                    request_id(command.client, command.request),
-                    command.encode(),
-                    SimWaiter::Probe,
-                )
+                .propose(id, data, SimWaiter::Probe)
                 .map_err(|refused| refused.error);
             self.world.note(format!(
-                "liveness probe {} proposed at n{leader}: {result:?}",
-                command.request
+                "liveness probe {number} proposed at n{leader}: {result:?}"
             ));
             process(sim_node, &mut self.world);
         }

@@ -19,6 +19,7 @@ use raft::{
     Config, ConfigChange, ConfigChangeStep, ConfigState, ConfigTransition, EntryPayload, HardState,
     LogStorage, MemoryStorage, Message, MessageBody, Node, NodeId, ReadMode, Ready, Role,
 };
+use server::runtime::{encode_proposal, Applied};
 use server::shell::{
     Answer as ShellAnswer, NodeShell, Outcome as ShellOutcome, Refused, ShellConfig, ShellError,
     ShellObserver, SnapshotJob,
@@ -27,7 +28,7 @@ use storage::Bootstrap;
 
 use crate::config::{SimConfig, StorageKind};
 use crate::invariants::{Invariants, Violation};
-use crate::kv::{request_id, Action, Answer, ClientId, Command, KvMachine, KvStore};
+use crate::kv::{self, Answer, ClientId, KvMachine};
 use crate::linearizability::{self, History, Operation, OperationId, Response};
 use crate::node_storage::{crash_mode, DurableLog, NodeDisk, NodeSnapshotWriter, NodeStorage};
 use crate::rng::SimRng;
@@ -205,7 +206,7 @@ struct SimNode {
 }
 
 /// The node shell as the simulator instantiates it: the same type the server's runtime drives,
-/// over the simulated node's storage and the simulated clients' store.
+/// over the simulated node's storage and the server's own state machine.
 type Shell = NodeShell<NodeStorage, KvMachine, SimWaiter>;
 
 /// Who waits for an answer from a node's shell.
@@ -217,6 +218,8 @@ enum SimWaiter {
     Probe,
     /// The operator's membership change.
     Operator,
+    /// A compaction the simulator asked for (its outcome is checked through the state).
+    Compaction,
 }
 
 /// What a client is doing.
@@ -233,7 +236,6 @@ enum Waiting {
 struct Pending {
     op: OpSummary,
     history_id: OperationId,
-    request: u64,
     attempts: u64,
     invoked_at: u64,
     /// The node, its incarnation, and what the client waits for there.
@@ -243,7 +245,6 @@ struct Pending {
 #[derive(Debug)]
 struct Client {
     id: ClientId,
-    next_request: u64,
     pending: Option<Pending>,
     leader_hint: Option<NodeId>,
     /// Bumped whenever the client's state changes, so that stale wake-ups are ignored.
@@ -422,8 +423,8 @@ struct World {
     next_read_attempt: u64,
     /// The last value each key was seen to hold by a completed operation.
     known_values: BTreeMap<u64, Option<u64>>,
-    /// Writes acknowledged to a client: (client, request).
-    acknowledged_writes: Vec<(ClientId, u64)>,
+    /// The request ids of the writes acknowledged to a client.
+    acknowledged_writes: Vec<u64>,
     /// The newest applied configuration and the index of its entry.
     latest_config: (u64, ConfigState),
     /// Nodes that were ever in a configuration.
@@ -747,12 +748,23 @@ impl World {
             return;
         }
         match (answer.outcome, pending.op) {
-            (ShellOutcome::Applied(Answer::Put), _) => self.complete(index, Response::Put),
-            (ShellOutcome::Applied(Answer::CompareAndSwap(swapped)), _) => {
-                self.complete(index, Response::CompareAndSwap(swapped));
+            (ShellOutcome::Applied(Ok(Applied::Put(_))), OpSummary::Put { .. }) => {
+                self.complete(index, Response::Put);
+            }
+            (
+                ShellOutcome::Applied(Ok(Applied::Txn(response))),
+                OpSummary::CompareAndSwap { .. },
+            ) => {
+                self.complete(index, Response::CompareAndSwap(response.succeeded));
+            }
+            (ShellOutcome::Applied(outcome), _) => {
+                self.fail_now(
+                    "writes apply as proposed",
+                    format!("a client's {:?} was answered {outcome:?}", pending.op),
+                );
             }
             (ShellOutcome::ReadReady, OpSummary::Get { key }) => {
-                self.complete(index, Response::Get(machine.kv.get(key)));
+                self.complete(index, Response::Get(machine.get(key)));
             }
             (ShellOutcome::Failed(ShellError::NoLeader | ShellError::NotLeader { .. }), _) => {
                 // A read the node could not register: try again soon, elsewhere.
@@ -777,12 +789,16 @@ impl World {
         client.generation += 1;
         let client_id = client.id;
         let generation = client.generation;
+        let request_id = match pending.target {
+            Some((_, _, Waiting::Write(id))) => Some(id),
+            _ => None,
+        };
         self.history.complete(pending.history_id, response);
         self.stats.ops_completed += 1;
         let value = match (pending.op, response) {
             (OpSummary::Put { key, value }, _) => {
                 self.known_values.insert(key, Some(value));
-                self.acknowledged_writes.push((client_id, pending.request));
+                self.acknowledged_writes.extend(request_id);
                 None
             }
             (OpSummary::Get { key }, Response::Get(value)) => {
@@ -792,7 +808,7 @@ impl World {
             (OpSummary::CompareAndSwap { key, new, .. }, Response::CompareAndSwap(swapped)) => {
                 if swapped {
                     self.known_values.insert(key, Some(new));
-                    self.acknowledged_writes.push((client_id, pending.request));
+                    self.acknowledged_writes.extend(request_id);
                 }
                 Some(u64::from(swapped))
             }
@@ -842,7 +858,6 @@ impl Simulation {
         let clients = (0..config.clients)
             .map(|index| Client {
                 id: index as u64 + 1,
-                next_request: 1,
                 pending: None,
                 leader_hint: None,
                 generation: 0,
@@ -857,7 +872,7 @@ impl Simulation {
             queue: BTreeMap::new(),
             network: Network::default(),
             trace,
-            invariants: Invariants::new(KvStore::default().state_hash()),
+            invariants: Invariants::new(KvMachine::new().state_hash()),
             violation: None,
             violation_events: Vec::new(),
             clients,
@@ -961,7 +976,7 @@ impl Simulation {
         let applied = storage.first_index() - 1;
         let commit_seen = storage.durable_hard_state().commit;
         let synced_hard_state = storage.durable_hard_state();
-        let shell = build_shell(&self.world, config.clone(), storage);
+        let shell = build_shell(&self.world, config.clone(), storage, 1);
         let sim_node = SimNode {
             id,
             config,

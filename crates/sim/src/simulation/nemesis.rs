@@ -8,6 +8,12 @@ impl Simulation {
         if self.world.phase != Phase::Chaos {
             return;
         }
+        // Beside the faults, now and then, an operator's compaction of the store's history, so
+        // that compacted revisions, compaction in snapshots and rejected compactions (of a
+        // revision compacted already) are part of the state every node must agree on.
+        if self.world.rng.chance(250) {
+            self.compact();
+        }
         let faults = self.world.config.faults;
         let wal = self.world.config.storage == StorageKind::Wal;
         let candidates = [
@@ -487,5 +493,25 @@ impl Simulation {
                 format!("n{target}: {reason}"),
             ),
         }
+    }
+
+    /// Proposes, at the leader, a compaction up to a recent revision of its store.
+    fn compact(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let behind = self.world.rng.range(0, 20) as i64;
+        let sim_node = self.nodes.get_mut(&leader).expect("exists");
+        let revision = (sim_node.shell().state_machine().current_revision() - behind).max(1);
+        let id = sim_node.shell().next_request_id();
+        let request = kv::compaction_request(revision);
+        let result = sim_node
+            .shell()
+            .propose(id, encode_proposal(id, request), SimWaiter::Compaction)
+            .map_err(|refused| refused.error);
+        self.world.note(format!(
+            "n{leader} is asked to compact up to revision {revision}: {result:?}"
+        ));
+        process(sim_node, &mut self.world);
     }
 }

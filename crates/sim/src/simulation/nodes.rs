@@ -180,8 +180,9 @@ impl Simulation {
         config.random_seed = config.random_seed.wrapping_add(sim_node.incarnation);
         let commit_seen = storage.durable_hard_state().commit.max(snapshot.meta.index);
         let synced_hard_state = storage.durable_hard_state();
-        let shell = build_shell(&self.world, config, storage);
-        let state = shell.state_machine().kv.state_hash();
+        let incarnation = sim_node.incarnation + 1;
+        let shell = build_shell(&self.world, config, storage, incarnation);
+        let state = shell.state_machine().state_hash();
         let sim_node = self.nodes.get_mut(&id).expect("exists");
         sim_node.applied = snapshot.meta.index;
         sim_node.commit_seen = commit_seen;
