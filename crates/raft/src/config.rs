@@ -82,6 +82,9 @@ pub enum PlantedBug {
     CommitOlderTermByCounting,
     /// Truncate the log after the previous index on every AppendEntries, as the seed sketch did.
     TruncateOnEveryAppend,
+    /// While joint, commit what a quorum of the incoming configuration holds, ignoring the
+    /// outgoing one.
+    JointCommitByIncomingOnly,
 }
 
 impl Config {

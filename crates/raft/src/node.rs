@@ -1137,7 +1137,12 @@ impl<S: LogStorage> Node<S> {
     /// entry of an earlier term is committed only by an entry of this term after it: the
     /// paper's Figure 8). Returns true if the commit index moved.
     fn maybe_commit(&mut self) -> bool {
-        let quorum_index = self.tracker.committed_index();
+        #[allow(unused_mut)]
+        let mut quorum_index = self.tracker.committed_index();
+        #[cfg(feature = "planted-bugs")]
+        if self.has_planted_bug(crate::config::PlantedBug::JointCommitByIncomingOnly) {
+            quorum_index = self.tracker.incoming_committed_index();
+        }
         let committed =
             if self.has_planted_bug(crate::config::PlantedBug::CommitOlderTermByCounting) {
                 let previous = self.log.committed;

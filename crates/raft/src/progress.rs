@@ -261,6 +261,17 @@ impl Tracker {
         })
     }
 
+    /// The highest index a quorum of the incoming voters holds, the outgoing ones ignored: only
+    /// for the planted bug that commits by it.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn incoming_committed_index(&self) -> u64 {
+        joint_majority_value(&self.config.voters, &[], |id| {
+            self.progress
+                .get(&id)
+                .map_or(0, |progress| progress.match_index)
+        })
+    }
+
     /// The highest read round a quorum of voters has confirmed.
     pub(crate) fn confirmed_read_round(&self) -> u64 {
         joint_majority_value(&self.config.voters, &self.config.voters_outgoing, |id| {

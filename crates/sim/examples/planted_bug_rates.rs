@@ -46,6 +46,11 @@ fn main() {
             PlantedBug::Core(raft::PlantedBug::TruncateOnEveryAppend),
             true,
         ),
+        (
+            "JointCommitByIncomingOnly",
+            PlantedBug::Core(raft::PlantedBug::JointCommitByIncomingOnly),
+            true,
+        ),
         ("AckBeforeCommit", PlantedBug::AckBeforeCommit, true),
         ("StaleLocalRead", PlantedBug::StaleLocalRead, true),
         (

@@ -118,3 +118,18 @@ fn sending_before_the_vote_is_synced_is_caught_with_the_wal() {
 fn adopting_a_snapshot_before_its_file_is_saved_is_caught() {
     first_detection(PlantedBug::Shell(ShellBug::AdoptBeforeSaved), small());
 }
+
+/// While joint, the leader commits by a quorum of the incoming voters alone. The direct check
+/// (every committed index durable on a quorum of both halves) sees it the moment the commit
+/// index moves; without it only a later leader lacking the entry would show it.
+#[test]
+fn committing_by_the_incoming_half_alone_is_caught_directly() {
+    let (_, property) = first_detection(
+        PlantedBug::Core(raft::PlantedBug::JointCommitByIncomingOnly),
+        small(),
+    );
+    assert_eq!(
+        property,
+        "a committed entry is durable on a quorum of every configuration"
+    );
+}

@@ -146,6 +146,8 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
     ) {
         let (id, world) = (self.id, &mut *self.world);
         let now = world.now;
+        // `MemoryStorage` has no unsynced writes: what it is given is durable at once.
+        let durable = must_sync || world.config.storage == StorageKind::Memory;
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
             for entry in entries {
                 let result = world.invariants.on_persist(now, id, entry);
@@ -157,14 +159,15 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
                 last: last.index,
                 term: last.term,
             });
+            if durable {
+                world.stored.entry(id).or_default().persist(entries);
+            }
         }
         if must_sync {
             self.unsynced_hard_states.clear();
         } else {
             self.unsynced_hard_states.extend(hard_state);
         }
-        // `MemoryStorage` has no unsynced writes: what it is given is durable at once.
-        let durable = must_sync || world.config.storage == StorageKind::Memory;
         if let Some(hard_state) = hard_state.filter(|_| durable) {
             *self.synced_hard_state = hard_state;
         }
@@ -205,6 +208,9 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
                     ),
                 );
             }
+        }
+        if hard_state.commit > *self.commit_seen && node.role() == Role::Leader {
+            check_commit_quorum(world, node, hard_state.commit);
         }
         *self.commit_seen = (*self.commit_seen).max(hard_state.commit);
         world.stats.committed_index = world.stats.committed_index.max(hard_state.commit);
@@ -339,12 +345,107 @@ impl ShellObserver<NodeStorage, KvMachine> for Checks<'_> {
             );
         }
         *self.applied = index;
+        world.stored.entry(id).or_default().install_snapshot(index);
         world.stats.snapshots_installed += 1;
         world.record(Event::InstallSnapshot { node: id, index });
         let result = world
             .invariants
             .check_state(world.now, id, index, machine.state_hash());
         world.check(result);
+    }
+}
+
+/// The entries each node has durably stored, as far as the simulated disks know: the ground
+/// truth the commit quorum check holds a leader's commit index against.
+#[derive(Debug, Default)]
+pub(super) struct StoredLog {
+    /// Everything up to here came in a snapshot (committed, so held whatever its terms).
+    snapshot_index: u64,
+    /// Index to term of the entries durably in the log after the snapshot.
+    entries: BTreeMap<u64, u64>,
+}
+
+impl StoredLog {
+    /// A log that starts from a snapshot at `index` (0: empty).
+    pub(super) fn from_snapshot(index: u64) -> StoredLog {
+        StoredLog {
+            snapshot_index: index,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// What a node's storage holds as it opens after a restart: everything it reads back is
+    /// on its disk now, including unsynced writes that happened to survive the crash.
+    pub(super) fn from_storage(storage: &impl LogStorage) -> StoredLog {
+        let snapshot_index = storage.first_index() - 1;
+        let entries = (storage.first_index()..=storage.last_index())
+            .map(|index| {
+                (
+                    index,
+                    storage.term(index).expect("a stored entry has a term"),
+                )
+            })
+            .collect();
+        StoredLog {
+            snapshot_index,
+            entries,
+        }
+    }
+
+    /// `entries` are durable: they replace whatever the log held from the first of them on.
+    fn persist(&mut self, entries: &[raft::Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        self.entries.split_off(&first.index);
+        self.entries
+            .extend(entries.iter().map(|entry| (entry.index, entry.term)));
+    }
+
+    /// A snapshot at `index` was installed.
+    fn install_snapshot(&mut self, index: u64) {
+        self.snapshot_index = self.snapshot_index.max(index);
+        self.entries = self.entries.split_off(&(index + 1));
+    }
+
+    fn holds(&self, index: u64, term: u64) -> bool {
+        index <= self.snapshot_index || self.entries.get(&index) == Some(&term)
+    }
+}
+
+/// A leader's new commit index must name an entry durably stored on a quorum of every
+/// configuration it counts with (both halves while joint). Rationale: the end-to-end checks see
+/// a commit without a real quorum only if a later leader happens to lack the entry; this sees
+/// it the moment the index moves.
+fn check_commit_quorum(world: &mut World, node: &Node<NodeStorage>, commit: u64) {
+    let Some(term) = node.term_at(commit) else {
+        return;
+    };
+    let config = node.config_state();
+    for half in [&config.voters, &config.voters_outgoing] {
+        if half.is_empty() {
+            continue;
+        }
+        let holding: Vec<NodeId> = half
+            .iter()
+            .copied()
+            .filter(|voter| {
+                world
+                    .stored
+                    .get(voter)
+                    .is_some_and(|log| log.holds(commit, term))
+            })
+            .collect();
+        if holding.len() < half.len() / 2 + 1 {
+            world.fail_now(
+                "a committed entry is durable on a quorum of every configuration",
+                format!(
+                    "n{} commits index {commit} (term {term}) while only {holding:?} of the voters {half:?} hold it",
+                    node.id()
+                ),
+            );
+            return;
+        }
     }
 }
 

@@ -347,7 +347,21 @@ struct Params {
     keys: u64,
     /// The fault kinds this seed's nemesis may choose, one bit per [`Fault`] (swarm testing).
     fault_kinds: u32,
+    /// A targeted schedule: membership changes prefer swapping a voter through a joint
+    /// configuration left explicitly, and the nemesis stays joint for long stretches (it
+    /// proposes the leave at one membership event in five), so that elections, crashes and
+    /// partitions fall while joint.
+    hold_joint: bool,
 }
+
+/// Whether this seed holds joint configurations (from the swarm's stream, so that the other
+/// choices of the seed stay as they were).
+fn swarm_hold_joint(seed: u64) -> bool {
+    SimRng::new(seed ^ SWARM_RANDOM_STREAM ^ HOLD_JOINT_RANDOM_STREAM).chance(250)
+}
+
+/// Salts the swarm stream for the joint-holding choice.
+const HOLD_JOINT_RANDOM_STREAM: u64 = 0x6a6f_696e_7421;
 
 /// Swarm testing, as FoundationDB's simulation does it: half the seeds keep every fault kind;
 /// each of the others keeps each kind with even odds, so that a seed with few kinds hits
@@ -439,6 +453,8 @@ struct World {
     /// Every vote granted, by voter and term: the candidate it went to. Kept across crashes,
     /// so that a node that forgot its vote is caught the moment it grants another.
     votes_granted: BTreeMap<(NodeId, u64), NodeId>,
+    /// What each node has durably stored, for the commit quorum check.
+    stored: BTreeMap<NodeId, StoredLog>,
     /// Events handled so far, for the watchdog.
     events_handled: u64,
     /// Until this time every new leader is crashed moments after its election: many short
@@ -851,6 +867,7 @@ impl Simulation {
                 .max(2),
             keys: (2 * config.clients as u64).max(4),
             fault_kinds: swarm_fault_kinds(seed),
+            hold_joint: swarm_hold_joint(seed),
         };
         let trace = Trace::new(config.recent_events, config.keep_trace);
         let founders: Vec<NodeId> = (1..=config.nodes as u64).collect();
@@ -888,6 +905,7 @@ impl Simulation {
             crash_voters_until: 0,
             crash_requests: Vec::new(),
             votes_granted: BTreeMap::new(),
+            stored: BTreeMap::new(),
             events_handled: 0,
             leader_churn_until: 0,
             phase: Phase::Chaos,
@@ -976,6 +994,9 @@ impl Simulation {
         let applied = storage.first_index() - 1;
         let commit_seen = storage.durable_hard_state().commit;
         let synced_hard_state = storage.durable_hard_state();
+        self.world
+            .stored
+            .insert(id, StoredLog::from_snapshot(applied));
         let shell = build_shell(&self.world, config.clone(), storage, 1);
         let sim_node = SimNode {
             id,

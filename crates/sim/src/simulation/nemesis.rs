@@ -47,7 +47,16 @@ impl Simulation {
         // A seed whose swarm keeps none of the allowed kinds runs with all of them.
         let kinds = if chosen.is_empty() { allowed } else { chosen };
         if !kinds.is_empty() {
-            match self.world.rng.pick(&kinds) {
+            // A seed that holds joint configurations changes membership a third of the time.
+            let fault = if self.world.params.hold_joint
+                && kinds.contains(&Fault::Membership)
+                && self.world.rng.chance(333)
+            {
+                Fault::Membership
+            } else {
+                self.world.rng.pick(&kinds)
+            };
+            match fault {
                 Fault::Partition => self.start_partition(),
                 Fault::Network => self.start_network_faults(),
                 Fault::Crash => {
@@ -270,8 +279,13 @@ impl Simulation {
         };
         let config = self.running_config(leader);
         let founders = self.world.config.nodes;
+        let hold_joint = self.world.params.hold_joint;
         let change = if config.is_joint() {
             if config.auto_leave {
+                return;
+            }
+            if hold_joint && !self.world.rng.chance(200) {
+                self.world.note(format!("nemesis: n{leader} stays joint"));
                 return;
             }
             ConfigChange::leave_joint()
@@ -294,6 +308,9 @@ impl Simulation {
                 return;
             }
             let voters = config.voters.clone();
+            if hold_joint && options.contains(&3) && self.world.rng.chance(700) {
+                options = vec![3];
+            }
             match self.world.rng.pick(&options) {
                 0 => {
                     let id = self.next_joiner;
@@ -320,11 +337,15 @@ impl Simulation {
                 _ => {
                     let learner = self.world.rng.pick(&config.learners);
                     let voter = self.world.rng.pick(&voters);
-                    let transition = self.world.rng.pick(&[
-                        ConfigTransition::Auto,
-                        ConfigTransition::JointAutoLeave,
-                        ConfigTransition::JointExplicitLeave,
-                    ]);
+                    let transition = if hold_joint {
+                        ConfigTransition::JointExplicitLeave
+                    } else {
+                        self.world.rng.pick(&[
+                            ConfigTransition::Auto,
+                            ConfigTransition::JointAutoLeave,
+                            ConfigTransition::JointExplicitLeave,
+                        ])
+                    };
                     ConfigChange {
                         steps: vec![
                             ConfigChangeStep::AddVoter(learner),

@@ -181,6 +181,9 @@ impl Simulation {
         let commit_seen = storage.durable_hard_state().commit.max(snapshot.meta.index);
         let synced_hard_state = storage.durable_hard_state();
         let incarnation = sim_node.incarnation + 1;
+        self.world
+            .stored
+            .insert(id, StoredLog::from_storage(&storage));
         let shell = build_shell(&self.world, config, storage, incarnation);
         let state = shell.state_machine().state_hash();
         let sim_node = self.nodes.get_mut(&id).expect("exists");
