@@ -151,7 +151,7 @@ fn endpoint_url(endpoint: &str) -> String {
     }
 }
 
-async fn connect(options: &ClientOptions) -> Result<Channel, String> {
+pub(crate) async fn connect(options: &ClientOptions) -> Result<Channel, String> {
     let mut last_error = String::from("no endpoint given");
     for endpoint in &options.endpoints {
         let url = endpoint_url(endpoint);

@@ -14,6 +14,7 @@ use sim::{FaultSet, Outcome, SimConfig, StorageKind};
 mod bench;
 mod client;
 mod dev;
+mod snapshot;
 mod wal;
 
 /// Flotilla: a Raft consensus engine and an etcd-compatible key-value store.
@@ -41,6 +42,10 @@ enum Command {
     /// changing it.
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Backups: save one from a member, check one, or build a new member's data directory
+    /// from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Load an etcd-compatible cluster and measure throughput and latency (etcd's benchmark
     /// tool's workloads, over etcd's v3 API only).
     Bench(bench::BenchArgs),
@@ -103,6 +108,10 @@ fn main() -> ExitCode {
         },
         Command::Sim(args) => run_sim(args),
         Command::Wal(command) => wal::run(command),
+        Command::Snapshot(command) => match tokio_runtime() {
+            Ok(runtime) => runtime.block_on(snapshot::run(command, cli.client)),
+            Err(code) => code,
+        },
         Command::Bench(args) => match tokio_runtime() {
             Ok(runtime) => runtime.block_on(bench::run(args, cli.client)),
             Err(code) => code,

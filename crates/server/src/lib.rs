@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod authority;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod election;

@@ -636,8 +636,8 @@ impl Cluster for ClusterService {
     }
 }
 
-/// The Maintenance service: Status, Alarm (none raised) and MoveLeader; the rest answer
-/// Unimplemented (see [`not_served`]).
+/// The Maintenance service: Status, Hash, HashKV, Snapshot (a backup), Alarm (none raised)
+/// and MoveLeader; Defragment answers Unimplemented (see [`not_served`]).
 pub struct MaintenanceService(pub Arc<ServiceState>);
 
 type SnapshotStream = tonic::codegen::BoxStream<SnapshotResponse>;
@@ -675,21 +675,74 @@ impl Maintenance for MaintenanceService {
         Err(not_served("Maintenance", "Defragment"))
     }
 
+    /// etcd hashes its whole database file here; Flotilla has none, so this is the HashKV of
+    /// the current revision, which covers the same key-value data.
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_served("Maintenance", "Hash"))
+        let hash = self.0.reader.hash_kv(0).map_err(Status::from)?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.0.header(hash.hash_revision)),
+            hash: hash.hash,
+        }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_served("Maintenance", "HashKV"))
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let hash = self.0.reader.hash_kv(revision).map_err(Status::from)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;
 
+    /// Streams a backup (see [`crate::backup`]): this member's state as of one applied batch,
+    /// taken on a blocking thread while writes go on, in chunks of 32 KiB as etcd sends them,
+    /// then the footer, then the SHA-256 trailer in a last message.
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_served("Maintenance", "Snapshot"))
+        const CHUNK_BYTES: usize = 32 * 1024;
+        let reader = self.0.reader.clone();
+        let image = tokio::task::spawn_blocking(move || reader.snapshot())
+            .await
+            .map_err(|error| Status::internal(format!("taking the snapshot: {error}")))?
+            .map_err(Status::from)?;
+        let header = self.0.header(self.0.current_revision());
+        let footer = crate::backup::footer(image.len());
+        let trailer = crate::backup::checksum(&[&image, &footer]);
+        let total_bytes = image.len() + footer.len() + trailer.len();
+        let mut messages = Vec::with_capacity(image.len() / CHUNK_BYTES + 2);
+        let mut sent_bytes = 0;
+        for start in (0..image.len()).step_by(CHUNK_BYTES) {
+            let chunk = image.slice(start..(start + CHUNK_BYTES).min(image.len()));
+            sent_bytes += chunk.len();
+            messages.push(Ok(SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: (total_bytes - sent_bytes) as u64,
+                blob: chunk.to_vec(),
+                version: REPORTED_VERSION.to_string(),
+            }));
+        }
+        messages.push(Ok(SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: trailer.len() as u64,
+            blob: footer,
+            version: REPORTED_VERSION.to_string(),
+        }));
+        messages.push(Ok(SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: 0,
+            blob: trailer.to_vec(),
+            version: REPORTED_VERSION.to_string(),
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
     async fn move_leader(

@@ -58,6 +58,11 @@ pub enum Bootstrap {
     /// with hard state term 1, no vote, commit 1: what [`raft::MemoryStorage::new_with_config`]
     /// gives.
     Founder(ConfigState),
+    /// A founding member of a cluster rebuilt from a backup: the log starts from this snapshot
+    /// (which carries the backup's state and the new cluster's configuration), with hard
+    /// state term the snapshot's term, no vote, commit at the snapshot. Every founder of the
+    /// rebuilt cluster must be given the same snapshot.
+    Restored(Snapshot),
     /// A node to be added to a running cluster. The log starts empty — index 0, no
     /// configuration — as [`raft::MemoryStorage::default`], and the leader sends it a snapshot.
     Joiner,
@@ -76,7 +81,12 @@ impl<D: Disk> DiskLog<D> {
         options: DiskLogOptions,
         bootstrap: Bootstrap,
     ) -> Result<(DiskLog<D>, RecoveryReport)> {
-        if let Bootstrap::Founder(config) = &bootstrap {
+        let founding_config = match &bootstrap {
+            Bootstrap::Founder(config) => Some(config),
+            Bootstrap::Restored(snapshot) => Some(&snapshot.meta.config),
+            Bootstrap::Joiner => None,
+        };
+        if let Some(config) = founding_config {
             if config.voters.is_empty() {
                 return Err(Error::InvalidArgument {
                     reason: "a founding member's initial configuration needs a voter".to_owned(),
@@ -109,6 +119,16 @@ impl<D: Disk> DiskLog<D> {
                 // The file first, then (below, as for any snapshot newer than the WAL) the WAL
                 // record and the hard state: a crash in between is finished on the next open.
                 let snapshot = raft::bootstrap_snapshot(config);
+                snapshots.save(&snapshot)?;
+                snapshot
+            }
+            (None, Bootstrap::Restored(snapshot)) if wal_is_empty => {
+                // As for a founder: the file first, then the WAL record (below).
+                if snapshot.meta.index == 0 {
+                    return Err(Error::InvalidArgument {
+                        reason: "a restored log's snapshot needs an index of at least 1".to_owned(),
+                    });
+                }
                 snapshots.save(&snapshot)?;
                 snapshot
             }

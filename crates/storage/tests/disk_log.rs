@@ -388,3 +388,51 @@ fn a_corrupt_newest_snapshot_is_an_error_naming_it() {
         "{error}"
     );
 }
+
+/// A member of a cluster rebuilt from a backup starts from the backup's snapshot, data and
+/// all, durably: after a crash right after opening, the log reopens from it, committed at it.
+#[test]
+fn a_restored_founder_starts_from_its_snapshot_with_data() {
+    let disk = SimDisk::new();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            config: config(),
+        },
+        data: Bytes::from_static(b"the backup's state"),
+    };
+    let (log, _) = DiskLog::open(
+        disk.clone(),
+        Path::new(DIRECTORY),
+        options(),
+        Bootstrap::Restored(snapshot.clone()),
+    )
+    .unwrap();
+    assert_eq!(log.read_snapshot().unwrap(), snapshot);
+    drop(log);
+    disk.crash(CrashMode::DropUnsynced);
+    let reopened = open(&disk);
+    assert_eq!(reopened.read_snapshot().unwrap(), snapshot);
+    let (hard_state, reopened_config) = reopened.initial_state();
+    assert_eq!(hard_state.commit, 1);
+    assert_eq!(hard_state.term, 1);
+    assert_eq!(reopened_config, config());
+    assert_eq!(reopened.first_index(), 2);
+
+    let empty = Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            config: ConfigState::default(),
+        },
+        data: Bytes::new(),
+    };
+    let refused = DiskLog::open(
+        SimDisk::new(),
+        Path::new(DIRECTORY),
+        options(),
+        Bootstrap::Restored(empty),
+    );
+    assert!(matches!(refused, Err(Error::InvalidArgument { .. })));
+}

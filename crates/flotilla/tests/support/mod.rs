@@ -120,6 +120,38 @@ pub fn client_with_input(endpoints: &[impl AsRef<str>], arguments: &[&str], inpu
     run
 }
 
+/// etcdctl: /usr/bin/etcdctl (where Debian installs it), else the first on PATH.
+pub fn find_etcdctl() -> PathBuf {
+    let debian = PathBuf::from("/usr/bin/etcdctl");
+    if debian.is_file() {
+        return debian;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|directory| directory.join("etcdctl"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "etcdctl is not installed (looked in /usr/bin and on PATH). This test checks \
+             compatibility with etcd's client, version 3.4; install it with \
+             `sudo apt-get install etcd-client` (Debian/Ubuntu), or put an etcdctl 3.4 binary on \
+             PATH. .ci/run installs it on CI."
+        )
+    })
+}
+
+/// Runs etcdctl against `endpoints` with `input` on standard input.
+pub fn etcdctl(binary: &PathBuf, endpoints: &[String], arguments: &[&str], input: &str) -> Run {
+    let mut command = Command::new(binary);
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg("--command-timeout=10s")
+        .args(arguments);
+    run_with_timeout(command, input, COMMAND_TIMEOUT)
+}
+
 /// Polls `probe` until it returns Ok, or panics after `timeout` with `what` and the last
 /// thing the probe saw (its Err), which is what tells why it never got there.
 #[track_caller]
@@ -279,6 +311,16 @@ impl Cluster {
     /// [`Cluster::start`] without waiting for anything: every process is started and the
     /// cluster returned at once.
     pub fn launch(size: usize, base_port: u16, extra_flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster::configure(size, base_port, extra_flags);
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        cluster
+    }
+
+    /// [`Cluster::launch`] without starting anything: every node has its flags and data
+    /// directory (not created yet), for a test that prepares the directories first.
+    pub fn configure(size: usize, base_port: u16, extra_flags: &[&str]) -> Cluster {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let mut common_flags: Vec<String> = [
             "--heartbeat-interval",
@@ -312,7 +354,6 @@ impl Cluster {
                 "--initial-cluster-state".to_string(),
                 "new".to_string(),
             ]);
-            node.start();
         }
         cluster
     }

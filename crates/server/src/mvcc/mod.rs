@@ -290,41 +290,22 @@ impl MvccStore {
     /// crc32c-checksummed), taken under the read lock so it is consistent. The image is built
     /// in memory; its size is about the data's.
     pub fn snapshot(&self) -> Result<bytes::Bytes, MvccError> {
-        let state = self.read();
-        // Each version takes its key and value plus 48 bytes of lengths and fields; the
-        // size estimate counts 64, so one allocation holds the image.
-        let mut image = snapshot::ImageWriter::new(
-            state.applied_index,
-            state.current_revision,
-            state.compacted_revision,
-            usize::try_from(state.size_bytes).unwrap_or(0) + 4096,
-        );
-        image.count(state.metadata.len() as u64);
-        for (name, value) in &state.metadata {
-            image.bytes(name.as_bytes())?;
-            image.bytes(value)?;
-        }
-        image.count(state.members.len() as u64);
-        for (id, member) in &state.members {
-            image.u64(*id);
-            image.bytes(&prost::Message::encode_to_vec(member))?;
-        }
-        image.count(state.leases.len() as u64);
-        for (&id, &ttl) in &state.leases {
-            image.i64(id);
-            image.i64(ttl);
-            image.i64(state.lease_remaining.get(&id).copied().unwrap_or(0));
-        }
-        image.count(state.version_count);
-        for (key, versions) in &state.keys {
-            for version in versions {
-                image.bytes(key)?;
-                image.i64(version.revision.main);
-                image.i64(version.revision.sub);
-                image.record(&version.record)?;
-            }
-        }
-        Ok(bytes::Bytes::from(image.finish()))
+        image_of(&self.read())
+    }
+
+    /// etcd's HashKV; see [`MvccReader::hash_kv`].
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        self.reader().hash_kv(revision)
+    }
+
+    /// Makes this store, restored from a backup image, the state a new cluster's log starts
+    /// from: applied up to `index` (the new log's first snapshot) and no members (the new
+    /// cluster records its own). Key-values, their history, revisions, leases and other
+    /// metadata stay as the backup had them.
+    pub fn start_new_log(&mut self, index: u64) {
+        let mut state = self.write();
+        state.applied_index = index;
+        state.members.clear();
     }
 
     /// Replaces the whole state with a [`MvccStore::snapshot`] image, applied index
@@ -385,6 +366,56 @@ fn read_lock(state: &RwLock<State>) -> RwLockReadGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What [`MvccReader::hash_kv`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvHash {
+    /// The hash.
+    pub hash: u32,
+    /// The revision it covers up to.
+    pub hash_revision: i64,
+    /// The store's compacted revision: hashes compare only between equal ones.
+    pub compact_revision: i64,
+    /// How many keys exist at `hash_revision`.
+    pub keys: u64,
+}
+
+fn image_of(state: &State) -> Result<bytes::Bytes, MvccError> {
+    // Each version takes its key and value plus 48 bytes of lengths and fields; the
+    // size estimate counts 64, so one allocation holds the image.
+    let mut image = snapshot::ImageWriter::new(
+        state.applied_index,
+        state.current_revision,
+        state.compacted_revision,
+        usize::try_from(state.size_bytes).unwrap_or(0) + 4096,
+    );
+    image.count(state.metadata.len() as u64);
+    for (name, value) in &state.metadata {
+        image.bytes(name.as_bytes())?;
+        image.bytes(value)?;
+    }
+    image.count(state.members.len() as u64);
+    for (id, member) in &state.members {
+        image.u64(*id);
+        image.bytes(&prost::Message::encode_to_vec(member))?;
+    }
+    image.count(state.leases.len() as u64);
+    for (&id, &ttl) in &state.leases {
+        image.i64(id);
+        image.i64(ttl);
+        image.i64(state.lease_remaining.get(&id).copied().unwrap_or(0));
+    }
+    image.count(state.version_count);
+    for (key, versions) in &state.keys {
+        for version in versions {
+            image.bytes(key)?;
+            image.i64(version.revision.main);
+            image.i64(version.revision.sub);
+            image.record(&version.record)?;
+        }
+    }
+    Ok(bytes::Bytes::from(image.finish()))
+}
+
 fn skipped(index: u64, request: &InternalRequest) -> ApplyResult {
     ApplyResult {
         index,
@@ -434,6 +465,60 @@ impl MvccReader {
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let state = read_lock(&self.state);
         View::of(&state).range(request, self.max_response_bytes)
+    }
+
+    /// The whole state as one image, as [`MvccStore::snapshot`] takes it; for a backup.
+    pub fn snapshot(&self) -> Result<bytes::Bytes, MvccError> {
+        image_of(&read_lock(&self.state))
+    }
+
+    /// etcd's HashKV: a hash of every version at or below `revision` (0: the current
+    /// revision) that compaction kept, with the revision hashed and the compacted revision.
+    /// Members holding the same history give the same hash at the same revision, so they can
+    /// be checked against each other; it is not the number etcd computes (its store differs).
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        let state = read_lock(&self.state);
+        let revision = if revision <= 0 {
+            state.current_revision
+        } else {
+            revision
+        };
+        if revision > state.current_revision {
+            return Err(MvccError::FutureRevision);
+        }
+        if revision < state.compacted_revision {
+            return Err(MvccError::Compacted);
+        }
+        let mut hash = 0u32;
+        let mut keys = 0u64;
+        for (key, versions) in &state.keys {
+            let mut live = false;
+            for version in versions.iter().take_while(|v| v.revision.main <= revision) {
+                let record = &version.record;
+                hash = crc32c::crc32c_append(hash, &(key.len() as u64).to_le_bytes());
+                hash = crc32c::crc32c_append(hash, key);
+                for number in [
+                    version.revision.main,
+                    version.revision.sub,
+                    record.create_revision,
+                    record.version,
+                    record.lease,
+                    record.value.len() as i64,
+                ] {
+                    hash = crc32c::crc32c_append(hash, &number.to_le_bytes());
+                }
+                hash = crc32c::crc32c_append(hash, &record.value);
+                live = record.version != 0;
+            }
+            keys += u64::from(live);
+        }
+        hash = crc32c::crc32c_append(hash, &revision.to_le_bytes());
+        Ok(KvHash {
+            hash,
+            hash_revision: revision,
+            compact_revision: state.compacted_revision,
+            keys,
+        })
     }
 
     /// The metadata value of that name.

@@ -982,6 +982,7 @@ impl Simulation {
                 let memory = match bootstrap {
                     Bootstrap::Founder(initial) => MemoryStorage::new_with_config(initial),
                     Bootstrap::Joiner => MemoryStorage::default(),
+                    Bootstrap::Restored(_) => unreachable!("the simulator restores no backups"),
                 };
                 (NodeStorage::Memory(Box::new(memory)), None)
             }
