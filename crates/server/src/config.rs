@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Client URLs to tell the rest of the cluster about (comma separated).
     #[arg(long, default_value = "http://localhost:2379")]
     pub advertise_client_urls: String,
+    /// Extra URLs to serve /metrics, /health, /livez and /readyz on (comma separated), at
+    /// once from the start (the client URLs serve them too, once the member is ready).
+    #[arg(long, default_value = "")]
+    pub listen_metrics_urls: String,
     /// URL to listen on for peer traffic.
     #[arg(long, default_value = "http://localhost:2380")]
     pub listen_peer_urls: String,
@@ -239,6 +243,8 @@ pub struct ServeConfig {
     pub client_urls: Vec<String>,
     /// The `host:port` addresses to serve clients on.
     pub client_listen_addresses: Vec<String>,
+    /// The `host:port` addresses to serve metrics and health on.
+    pub metrics_listen_addresses: Vec<String>,
     /// The `host:port` address to serve peers on.
     pub peer_listen_address: String,
     /// Heartbeat interval, in ticks.
@@ -274,6 +280,15 @@ impl ServeArgs {
             .iter()
             .map(|url| cluster::host_and_port(url).expect("checked by parse_urls"))
             .collect();
+        let metrics_listen_addresses = if self.listen_metrics_urls.is_empty() {
+            Vec::new()
+        } else {
+            let urls = parse_urls("--listen-metrics-urls", &self.listen_metrics_urls)?;
+            refuse_https("--listen-metrics-urls", UrlKind::Client, &urls)?;
+            urls.iter()
+                .map(|url| cluster::host_and_port(url).expect("checked by parse_urls"))
+                .collect()
+        };
         let peer_listen_address =
             cluster::host_and_port(&peer_listen_urls[0]).expect("checked by parse_urls");
         let own = initial_members
@@ -327,6 +342,7 @@ impl ServeArgs {
             peer_urls,
             client_urls,
             client_listen_addresses,
+            metrics_listen_addresses,
             peer_listen_address,
         })
     }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message as _;
 use raft::{ConfigChange, ConfigState, EntryPayload, Node, NodeId, Role};
-use storage::{Bootstrap, DiskLog, DiskLogOptions, StdDisk};
+use storage::{Bootstrap, DiskLog, DiskLogOptions};
+
+use crate::metrics::TimedDisk;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::proto::flotillapb::{internal_request, InternalRequest, MemberAttributes};
@@ -156,6 +158,8 @@ pub struct RuntimeConfig {
     pub request_timeout: Duration,
     /// Bound on client requests queued for the loop.
     pub request_queue_max: usize,
+    /// Where the WAL's fdatasync latencies go, if anywhere.
+    pub wal_fsync_seconds: Option<prometheus::Histogram>,
 }
 
 /// A client request for the loop.
@@ -368,7 +372,7 @@ impl<M: StateMachine> ShellStateMachine for Decoding<M> {
 }
 
 /// The node's shell, as the runtime instantiates it.
-type Shell<M> = NodeShell<DiskLog<StdDisk>, Decoding<M>, Reply>;
+type Shell<M> = NodeShell<DiskLog<TimedDisk>, Decoding<M>, Reply>;
 
 /// The loop's state.
 struct Runtime<N: PeerNetwork, M: StateMachine> {
@@ -401,7 +405,7 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
     inbound: mpsc::Receiver<raft::Message>,
 ) -> Result<NodeHandle, String> {
     let (disk_log, report) = DiskLog::open(
-        StdDisk,
+        TimedDisk::new(config.wal_fsync_seconds.clone()),
         &config.log_directory,
         DiskLogOptions::default(),
         config.bootstrap.clone(),
@@ -650,7 +654,10 @@ impl<N: PeerNetwork, M: StateMachine> Runtime<N, M> {
     }
 
     /// Writes a snapshot file on a blocking thread, paced, and reports it to the loop.
-    fn write_snapshot(&mut self, job: crate::shell::SnapshotJob<storage::SnapshotStore<StdDisk>>) {
+    fn write_snapshot(
+        &mut self,
+        job: crate::shell::SnapshotJob<storage::SnapshotStore<TimedDisk>>,
+    ) {
         let report = self.snapshot_saved.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::authority::TolerantAuthority;
 use crate::config::{InitialClusterState, ServeConfig, TICK_INTERVAL};
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::mvcc::{
     ApplyOutcome, MvccError, MvccOptions, MvccReader, MvccStore, Response as MvccResponse,
 };
@@ -160,6 +161,23 @@ impl RunningNode {
     }
 }
 
+/// Counts each new leader the member learns of (its first included), as etcd's
+/// `leader_changes_seen_total` does.
+async fn count_leader_changes(node: NodeHandle, metrics: Arc<Metrics>) {
+    let mut status = node.watch_status();
+    let mut leader = None;
+    loop {
+        let now = status.borrow_and_update().leader;
+        if now.is_some() && now != leader {
+            metrics.leader_changes.inc();
+        }
+        leader = now.or(leader);
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 fn has_existing_data(member_directory: &Path) -> bool {
     std::fs::read_dir(member_directory.join("wal"))
         .map(|mut entries| entries.next().is_some())
@@ -247,6 +265,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             member_directory.clone(),
         )));
     }
+    let metrics = Metrics::new(member_id, args.quota_backend_bytes);
     let runtime_config = RuntimeConfig {
         id: member_id,
         cluster_id: identity.cluster_id,
@@ -258,6 +277,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         snapshot_entries: args.snapshot_count.max(1),
         request_timeout: std::time::Duration::from_secs(5),
         request_queue_max: 65_536,
+        wal_fsync_seconds: Some(metrics.wal_fsync_seconds.clone()),
     };
     let state_machine = Arc::new(KvStateMachine::new(Arc::clone(&store), initial_members));
     let handle = runtime::start(runtime_config, Arc::clone(&network), state_machine, inbound)?;
@@ -270,6 +290,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         args.max_request_bytes,
         args.quota_backend_bytes,
         Box::new(move || transport_for_ids.cluster_id()),
+        Arc::clone(&metrics),
     );
     let (ready_sender, ready_receiver) = tokio::sync::watch::channel(false);
     // One lessor per member, whatever the number of client listeners.
@@ -280,6 +301,33 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             checkpoint_interval: args.experimental_lease_checkpoint_interval,
         },
     ));
+    let http_state = Arc::new(crate::http::HttpState {
+        services: Arc::clone(&state),
+        metrics: Arc::clone(&metrics),
+    });
+    servers.push(tokio::spawn(count_leader_changes(
+        handle.clone(),
+        Arc::clone(&metrics),
+    )));
+    for address in &config.metrics_listen_addresses {
+        let address = resolve_address(address).await?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| format!("listening for metrics on {address}: {error}"))?;
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(crate::http::routes(
+                Arc::clone(&http_state),
+            )));
+        // Served at once, before the member is ready, as etcd serves its metrics URLs: a
+        // member that waits for its peers must still be seen to be alive.
+        servers.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(error) = router.serve_with_incoming(incoming).await {
+                tracing::error!("metrics service stopped: {error}");
+            }
+        }));
+    }
     let mut client_addresses = Vec::new();
     for address in &config.client_listen_addresses {
         let address = resolve_address(address).await?;
@@ -289,30 +337,41 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         client_addresses.push(listener.local_addr().map_err(|error| error.to_string())?);
         // Room for the request plus its framing: larger requests fail with a clear status.
         let message_bytes_max = args.max_request_bytes + 64 * 1024;
+        let grpc = tonic::service::Routes::new(
+            KvServer::new(KvService(Arc::clone(&state)))
+                .max_decoding_message_size(message_bytes_max),
+        )
+        .add_service(ClusterServer::new(ClusterService(Arc::clone(&state))))
+        .add_service(MaintenanceServer::new(MaintenanceService(Arc::clone(
+            &state,
+        ))))
+        .add_service(InternalServer::new(InternalService(Arc::clone(&state))))
+        // Not served yet; registered so that their calls say so (see services::not_served).
+        .add_service(WatchServer::new(crate::watch::WatchService::new(
+            Arc::clone(&state),
+            args.experimental_watch_progress_notify_interval,
+        )))
+        .add_service(LeaseServer::new(Arc::clone(&lease_service)))
+        .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(
+            crate::lock::LockService::new(Arc::clone(&state)),
+        ))
+        .add_service(
+            crate::proto::v3electionpb::election_server::ElectionServer::new(
+                crate::election::ElectionService::new(Arc::clone(&state)),
+            ),
+        );
+        // gRPC, health and metrics share the port, as etcd's do: HTTP/1.1 requests reach the
+        // HTTP routes, gRPC's HTTP/2 the services.
+        let routes = grpc
+            .into_axum_router()
+            .merge(crate::http::routes(Arc::clone(&http_state)))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                crate::http::record_grpc,
+            ));
         let router = tonic::transport::Server::builder()
-            .add_service(
-                KvServer::new(KvService(Arc::clone(&state)))
-                    .max_decoding_message_size(message_bytes_max),
-            )
-            .add_service(ClusterServer::new(ClusterService(Arc::clone(&state))))
-            .add_service(MaintenanceServer::new(MaintenanceService(Arc::clone(
-                &state,
-            ))))
-            .add_service(InternalServer::new(InternalService(Arc::clone(&state))))
-            // Not served yet; registered so that their calls say so (see services::not_served).
-            .add_service(WatchServer::new(crate::watch::WatchService::new(
-                Arc::clone(&state),
-                args.experimental_watch_progress_notify_interval,
-            )))
-            .add_service(LeaseServer::new(Arc::clone(&lease_service)))
-            .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(
-                crate::lock::LockService::new(Arc::clone(&state)),
-            ))
-            .add_service(
-                crate::proto::v3electionpb::election_server::ElectionServer::new(
-                    crate::election::ElectionService::new(Arc::clone(&state)),
-                ),
-            );
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(routes));
         let incoming = tokio_stream_listener(listener);
         let mut ready = ready_receiver.clone();
         servers.push(tokio::spawn(async move {

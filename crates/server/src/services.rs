@@ -57,6 +57,8 @@ pub struct ServiceState {
     leader_channels: Mutex<HashMap<String, Channel>>,
     /// The cluster id in force: a joining node learns it from its peers after it starts.
     cluster_id: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The member's metrics, which the write path counts into.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ServiceState {
@@ -68,6 +70,7 @@ impl ServiceState {
         max_request_bytes: usize,
         quota_bytes: u64,
         cluster_id: Box<dyn Fn() -> u64 + Send + Sync>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<ServiceState> {
         Arc::new(ServiceState {
             node,
@@ -77,6 +80,7 @@ impl ServiceState {
             quota_bytes,
             leader_channels: Mutex::new(HashMap::new()),
             cluster_id,
+            metrics,
         })
     }
 
@@ -285,7 +289,14 @@ impl ServiceState {
         T: WriteResponse,
         F: std::future::Future<Output = Result<Response<T>, Status>>,
     {
-        let mut response = match self.node.propose(request).await {
+        self.metrics.proposals_pending.inc();
+        let proposed = self.node.propose(request).await;
+        self.metrics.proposals_pending.dec();
+        if matches!(&proposed, Err(error) if !matches!(error, ServerError::NotLeader { .. } | ServerError::StateMachine(_)))
+        {
+            self.metrics.proposals_failed.inc();
+        }
+        let mut response = match proposed {
             Ok(applied) => unpack(applied)
                 .ok_or_else(|| Status::internal("a write applied as another kind"))?,
             Err(ServerError::NotLeader {

@@ -1,0 +1,155 @@
+//! Monitoring and probes, with real processes: `/metrics` on every member parsed as
+//! Prometheus parses it, with etcd's series; `/health`, `/livez` and `/readyz` on the client
+//! port; and the probes flipping as a member loses its quorum and gets it back.
+//! Base port 24450.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{client, wait_for, Cluster, LIVENESS_TIMEOUT};
+
+const BASE_PORT: u16 = 24450;
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+fn get(endpoint: &str, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(endpoint).map_err(|error| error.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// The value of the sample `name` (with all of `labels`), from a parsed scrape.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == name
+                && labels
+                    .iter()
+                    .all(|(label, value)| sample.labels.get(label) == Some(*value))
+        })
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value) => value,
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                buckets.last().map_or(0.0, |bucket| bucket.count)
+            }
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+fn scrape(endpoint: &str) -> prometheus_parse::Scrape {
+    let (code, body) = get(endpoint, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    let lines = body.lines().map(|line| Ok(line.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("the exposition parses")
+}
+
+#[test]
+fn metrics_and_probes_tell_what_an_operator_needs() {
+    let mut cluster = Cluster::start(3, BASE_PORT, &[]);
+    let endpoints = cluster.endpoints(&[0, 1, 2]);
+    for number in 0..5 {
+        client(&endpoints, &["put", &format!("k{number}"), "v"]).expect_ok("put");
+    }
+
+    let mut leaders = 0.0;
+    for endpoint in &endpoints {
+        let scrape = scrape(endpoint);
+        assert_eq!(sample(&scrape, "etcd_server_has_leader", &[]), Some(1.0));
+        leaders += sample(&scrape, "etcd_server_is_leader", &[]).expect("is_leader");
+        assert!(sample(&scrape, "etcd_server_leader_changes_seen_total", &[]) >= Some(1.0));
+        assert!(sample(&scrape, "etcd_server_proposals_committed_total", &[]) >= Some(5.0));
+        assert!(sample(&scrape, "etcd_server_proposals_applied_total", &[]) >= Some(5.0));
+        assert!(sample(&scrape, "etcd_disk_wal_fsync_duration_seconds_count", &[]) >= Some(1.0));
+        assert!(sample(&scrape, "etcd_mvcc_db_total_size_in_bytes", &[]) > Some(0.0));
+        assert_eq!(
+            sample(&scrape, "etcd_server_quota_backend_bytes", &[]),
+            Some(2147483648.0)
+        );
+        assert!(sample(&scrape, "process_resident_memory_bytes", &[]) > Some(0.0));
+    }
+    assert_eq!(leaders, 1.0, "exactly one member leads");
+    // The puts went to the first endpoint that answered: it counted them.
+    let first = scrape(&endpoints[0]);
+    let puts = [
+        ("grpc_service", "etcdserverpb.KV"),
+        ("grpc_method", "Put"),
+        ("grpc_type", "unary"),
+        ("grpc_code", "OK"),
+    ];
+    assert_eq!(
+        sample(&first, "grpc_server_handled_total", &puts),
+        Some(5.0)
+    );
+
+    for endpoint in &endpoints {
+        assert_eq!(
+            get(endpoint, "/health").unwrap(),
+            (200, r#"{"health":"true","reason":""}"#.to_string())
+        );
+        assert_eq!(get(endpoint, "/livez").unwrap(), (200, "ok\n".to_string()));
+        assert_eq!(get(endpoint, "/readyz").unwrap(), (200, "ok\n".to_string()));
+    }
+
+    // The first member alone: alive, serving local reads, not ready, not healthy.
+    cluster.nodes[1].kill();
+    cluster.nodes[2].kill();
+    let survivor = endpoints[0].clone();
+    let (code, body) = wait_for("/readyz to fail without a quorum", LIVENESS_TIMEOUT, || {
+        let answer = get(&survivor, "/readyz?verbose")?;
+        if answer.0 == 503 {
+            Ok(answer)
+        } else {
+            Err(format!("{answer:?}"))
+        }
+    });
+    assert_eq!(code, 503);
+    assert!(body.contains("[+]serializable_read ok"), "{body}");
+    assert!(body.contains("[-]linearizable_read failed"), "{body}");
+    assert!(body.ends_with("readyz check failed\n"), "{body}");
+    assert_eq!(get(&survivor, "/livez").unwrap(), (200, "ok\n".to_string()));
+    let (code, body) = get(&survivor, "/health").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(r#""health":"false""#), "{body}");
+    assert_eq!(get(&survivor, "/health?serializable=true").unwrap().0, 200);
+    assert_eq!(
+        get(&survivor, "/readyz?exclude=linearizable_read").unwrap(),
+        (200, "ok\n".to_string())
+    );
+
+    // The quorum back: ready again.
+    cluster.nodes[1].start();
+    cluster.nodes[2].start();
+    wait_for("/readyz to pass again", LIVENESS_TIMEOUT, || {
+        let answer = get(&survivor, "/readyz")?;
+        if answer == (200, "ok\n".to_string()) {
+            Ok(())
+        } else {
+            Err(format!("{answer:?}"))
+        }
+    });
+}
