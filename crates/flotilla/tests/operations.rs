@@ -153,3 +153,52 @@ fn metrics_and_probes_tell_what_an_operator_needs() {
         }
     });
 }
+
+/// `--auto-compaction-mode periodic --auto-compaction-retention 2s`: history older than the
+/// retention goes, the current state stays; a wrong mode is refused at start.
+#[test]
+fn automatic_compaction_keeps_the_retention_and_no_more() {
+    let cluster = Cluster::start(
+        1,
+        BASE_PORT + 100,
+        &[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "2s",
+        ],
+    );
+    let endpoints = cluster.endpoints(&[0]);
+    client(&endpoints, &["put", "kept", "first"]).expect_ok("put");
+    client(&endpoints, &["put", "kept", "second"]).expect_ok("put");
+    // Right after the writes, the history is there.
+    let old = client(&endpoints, &["get", "kept", "--rev", "2"]);
+    assert_eq!(old.expect_ok("get --rev 2"), "kept\nfirst\n");
+    let refused = wait_for("the history to be compacted", LIVENESS_TIMEOUT, || {
+        let run = client(&endpoints, &["get", "kept", "--rev", "2"]);
+        if run.success() {
+            Err(format!("still readable: {run:?}"))
+        } else {
+            Ok(run)
+        }
+    });
+    assert!(
+        refused
+            .stderr
+            .contains("required revision has been compacted"),
+        "{refused:?}"
+    );
+    let current = client(&endpoints, &["get", "kept"]);
+    assert_eq!(current.expect_ok("get"), "kept\nsecond\n");
+
+    let mut command = std::process::Command::new(support::FLOTILLA);
+    command.args(["serve", "--auto-compaction-mode", "hourly"]);
+    let wrong = support::run_with_timeout(command, "", support::COMMAND_TIMEOUT);
+    assert!(!wrong.success());
+    assert!(
+        wrong
+            .stderr
+            .contains("--auto-compaction-mode \"hourly\": use periodic or revision"),
+        "{wrong:?}"
+    );
+}

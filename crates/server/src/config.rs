@@ -76,6 +76,14 @@ pub struct ServeArgs {
     /// on here).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub experimental_lease_checkpoint_interval: Duration,
+    /// How history is compacted automatically: `periodic` (keep --auto-compaction-retention
+    /// of time) or `revision` (keep that many revisions).
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// For periodic mode, hours (`1`) or a duration (`30m`); for revision mode, a number of
+    /// revisions. 0 turns automatic compaction off.
+    #[arg(long, default_value = "1")]
+    pub auto_compaction_retention: String,
 }
 
 /// A duration as etcd's flags write them: numbers each followed by a unit (`ms`, `s`, `m`,
@@ -144,6 +152,9 @@ pub enum ConfigError {
     /// The timing flags do not fit together.
     #[error("{0}")]
     Timing(String),
+    /// The automatic compaction flags are not understood.
+    #[error("{0}")]
+    Compaction(String),
     /// A URL flag is malformed or empty.
     #[error("{flag}: {reason}")]
     Url {
@@ -245,6 +256,8 @@ pub struct ServeConfig {
     pub client_listen_addresses: Vec<String>,
     /// The `host:port` addresses to serve metrics and health on.
     pub metrics_listen_addresses: Vec<String>,
+    /// How history is compacted automatically.
+    pub compaction: crate::compactor::CompactionPolicy,
     /// The `host:port` address to serve peers on.
     pub peer_listen_address: String,
     /// Heartbeat interval, in ticks.
@@ -323,6 +336,11 @@ impl ServeArgs {
                 self.election_timeout, self.heartbeat_interval
             )));
         }
+        let compaction = crate::compactor::CompactionPolicy::parse(
+            &self.auto_compaction_mode,
+            &self.auto_compaction_retention,
+        )
+        .map_err(ConfigError::Compaction)?;
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Timing(
                 "--max-request-bytes must be positive".to_string(),
@@ -343,6 +361,7 @@ impl ServeArgs {
             client_urls,
             client_listen_addresses,
             metrics_listen_addresses,
+            compaction,
             peer_listen_address,
         })
     }

@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod backup;
 pub mod cluster;
+pub mod compactor;
 pub mod config;
 pub mod election;
 pub mod http;

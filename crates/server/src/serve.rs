@@ -301,6 +301,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             checkpoint_interval: args.experimental_lease_checkpoint_interval,
         },
     ));
+    crate::compactor::start(Arc::clone(&state), config.compaction);
     let http_state = Arc::new(crate::http::HttpState {
         services: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
