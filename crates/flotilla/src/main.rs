@@ -129,14 +129,73 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// Sets up the node's log from etcd's flags: `--log-level`, `--logger`, `--log-outputs`, and
+/// `--log-format`.
+fn init_logging(args: &server::config::ServeArgs) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let level = match args.log_level.as_str() {
+        "debug" | "info" | "warn" | "error" => args.log_level.clone(),
+        // etcd's two most severe levels: Flotilla logs nothing more severe than an error.
+        "dpanic" | "panic" | "fatal" => "error".to_string(),
+        other => {
+            return Err(format!(
+                "--log-level {other:?}: use debug, info, warn or error"
+            ))
+        }
+    };
+    if args.logger != "zap" {
+        return Err(format!(
+            "--logger {:?}: only zap is supported (capnslog was removed in etcd 3.5)",
+            args.logger
+        ));
+    }
+    let mut writer: Option<BoxMakeWriter> = None;
+    // Colours only for a terminal: files and pipes get plain text.
+    let mut ansi = true;
+    for output in args.log_outputs.split(',').map(str::trim) {
+        ansi &= match output {
+            "default" | "stderr" => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            "stdout" => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            _ => false,
+        };
+        let next = match output {
+            "default" | "stderr" => BoxMakeWriter::new(std::io::stderr),
+            "stdout" => BoxMakeWriter::new(std::io::stdout),
+            "" => return Err("--log-outputs names an empty output".to_string()),
+            path => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| format!("--log-outputs: opening {path}: {error}"))?;
+                BoxMakeWriter::new(std::sync::Arc::new(file))
+            }
+        };
+        writer = Some(match writer {
+            None => next,
+            Some(earlier) => BoxMakeWriter::new(earlier.and(next)),
+        });
+    }
+    let writer = writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match args.log_format.as_str() {
+        "console" => builder.init(),
+        "json" => builder.json().init(),
+        other => return Err(format!("--log-format {other:?}: use console or json")),
+    }
+    Ok(())
+}
+
 fn run_serve(args: server::config::ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(error) = init_logging(&args) {
+        eprintln!("Error: {error}");
+        return ExitCode::FAILURE;
+    }
     use_one_malloc_arena();
     let config = match args.resolve() {
         Ok(config) => config,

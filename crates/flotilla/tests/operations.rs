@@ -115,6 +115,14 @@ fn metrics_and_probes_tell_what_an_operator_needs() {
         assert_eq!(get(endpoint, "/readyz").unwrap(), (200, "ok\n".to_string()));
     }
 
+    // A healthy start logs no warnings: peers that are not up yet and a clean replay are
+    // the normal case.
+    for node in &cluster.nodes {
+        let log = std::fs::read_to_string(&node.log_path).expect("the log reads");
+        let warnings: Vec<&str> = log.lines().filter(|line| line.contains(" WARN ")).collect();
+        assert!(warnings.is_empty(), "{}: {warnings:#?}", node.name);
+    }
+
     // The first member alone: alive, serving local reads, not ready, not healthy.
     cluster.nodes[1].kill();
     cluster.nodes[2].kill();

@@ -76,6 +76,20 @@ pub struct ServeArgs {
     /// on here).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub experimental_lease_checkpoint_interval: Duration,
+    /// The least severe log messages written: debug, info, warn or error (RUST_LOG, if set,
+    /// overrides it with its finer filters).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// The logger, as etcd's flag (zap, etcd's structured logger, is the one there is).
+    #[arg(long, default_value = "zap")]
+    pub logger: String,
+    /// Where logs go, comma separated: default (standard error), stderr, stdout, or file paths
+    /// (appended to).
+    #[arg(long, default_value = "default")]
+    pub log_outputs: String,
+    /// console (readable lines) or json (one JSON object a line).
+    #[arg(long, default_value = "console")]
+    pub log_format: String,
     /// How history is compacted automatically: `periodic` (keep --auto-compaction-retention
     /// of time) or `revision` (keep that many revisions).
     #[arg(long, default_value = "periodic")]

@@ -416,9 +416,10 @@ pub fn start<N: PeerNetwork, M: StateMachine>(
             config.log_directory.display()
         )
     })?;
-    let report_text = report.to_string();
-    if !report_text.is_empty() {
-        tracing::warn!("{report_text}");
+    if report.is_notable() {
+        tracing::warn!("{report}");
+    } else {
+        tracing::info!("{report}");
     }
     // The state machine lives in memory: rebuild it from the newest snapshot, then (below)
     // the core replays the committed log after it.

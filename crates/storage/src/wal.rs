@@ -104,6 +104,16 @@ pub struct RecoveryReport {
     pub ignored_files: Vec<PathBuf>,
 }
 
+impl RecoveryReport {
+    /// Whether recovery found something an operator should hear of: a torn write discarded,
+    /// leftovers removed, unknown files. A clean replay is not.
+    pub fn is_notable(&self) -> bool {
+        self.torn_tail.is_some()
+            || !self.removed_temporary_files.is_empty()
+            || !self.ignored_files.is_empty()
+    }
+}
+
 impl fmt::Display for RecoveryReport {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

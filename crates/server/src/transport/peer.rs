@@ -38,12 +38,16 @@ pub(super) async fn run_writer(
     let mut backoff = config.reconnect_backoff_min;
     // Rationale: a peer that is down would otherwise log a warning every backoff period.
     let mut failure_logged = false;
+    // Rationale: peers that are not up yet when a cluster starts are the normal case, not a
+    // warning; losing a peer that was connected is.
+    let mut ever_connected = false;
     loop {
         let target = address.borrow_and_update().clone();
         let outcome = match connect(&shared, peer, &target, pb::ConnectionKind::Messages).await {
             Ok(stream) => {
                 info!(peer, address = %target, "connected to peer");
                 failure_logged = false;
+                ever_connected = true;
                 backoff = config.reconnect_backoff_min;
                 connected.store(true, Ordering::Relaxed);
                 let outcome = write_queue(&shared, peer, stream, &mut queue, &mut address).await;
@@ -63,8 +67,11 @@ pub(super) async fn run_writer(
                 shared.report_unreachable(peer);
                 if failure_logged {
                     debug!(peer, address = %target, %error, "peer still unreachable");
-                } else {
+                } else if ever_connected {
                     warn!(peer, address = %target, %error, "peer unreachable; reconnecting");
+                    failure_logged = true;
+                } else {
+                    info!(peer, address = %target, %error, "peer not reachable yet; retrying");
                     failure_logged = true;
                 }
             }
