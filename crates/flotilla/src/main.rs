@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node (etcd's flags: --name, --data-dir, --initial-cluster, ...).
-    Serve(server::config::ServeArgs),
+    Serve(Box<server::config::ServeArgs>),
     /// Run a local cluster of N node processes on loopback (data in ./flotilla-data).
     Dev(dev::DevArgs),
     #[command(flatten)]
@@ -97,7 +97,7 @@ struct SimArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => run_serve(*args),
         Command::Dev(args) => match tokio_runtime() {
             Ok(runtime) => runtime.block_on(dev::run(args)),
             Err(code) => code,
