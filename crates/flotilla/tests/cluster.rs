@@ -703,7 +703,7 @@ fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
 #[test]
 fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
     use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-    use server::proto::etcdserverpb::{HashKvRequest, SnapshotRequest};
+    use server::proto::etcdserverpb::DefragmentRequest;
 
     let cluster = Cluster::start(1, 23050, &[]);
     let url = format!("http://{}", cluster.nodes[0].endpoint());
@@ -718,22 +718,13 @@ fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
             .await
             .expect("the node accepts a connection");
         let mut maintenance = MaintenanceClient::new(channel);
-        vec![
-            (
-                "Maintenance/HashKV",
-                maintenance
-                    .hash_kv(HashKvRequest::default())
-                    .await
-                    .expect_err("hashkv is not served"),
-            ),
-            (
-                "Maintenance/Snapshot",
-                maintenance
-                    .snapshot(SnapshotRequest::default())
-                    .await
-                    .expect_err("snapshot is not served"),
-            ),
-        ]
+        vec![(
+            "Maintenance/Defragment",
+            maintenance
+                .defragment(DefragmentRequest::default())
+                .await
+                .expect_err("defragment is not served"),
+        )]
     });
     for (path, status) in statuses {
         let (service, method) = path.split_once('/').expect("service/method");
