@@ -210,3 +210,94 @@ fn automatic_compaction_keeps_the_retention_and_no_more() {
         "{wrong:?}"
     );
 }
+
+/// The NOSPACE alarm, as etcd raises it: a write past `--quota-backend-bytes` raises it, every
+/// write that takes space is refused while it is raised (reads, deletes and compactions still
+/// work), `/health` says so, and `alarm disarm` after freeing room lets writes in again.
+#[test]
+fn the_nospace_alarm_stops_writes_until_disarmed() {
+    let etcdctl_binary = support::find_etcdctl();
+    let cluster = Cluster::start(3, BASE_PORT + 200, &["--quota-backend-bytes", "3000"]);
+    let endpoints = cluster.endpoints(&[0, 1, 2]);
+    let etcdctl = |arguments: &[&str]| support::etcdctl(&etcdctl_binary, &endpoints, arguments, "");
+    let value = "x".repeat(400);
+    let mut refused = None;
+    for number in 0..20 {
+        let run = etcdctl(&["put", &format!("big/{number:02}"), &value]);
+        if !run.success() {
+            refused = Some(run);
+            break;
+        }
+    }
+    let refused = refused.expect("the quota refuses a write");
+    assert!(
+        refused
+            .stderr
+            .contains("etcdserver: mvcc: database space exceeded"),
+        "{refused:?}"
+    );
+    let alarms = wait_for("the NOSPACE alarm", LIVENESS_TIMEOUT, || {
+        let run = etcdctl(&["alarm", "list"]);
+        let listed = run.stdout.clone();
+        if listed.contains("alarm:NOSPACE") {
+            Ok(listed)
+        } else {
+            Err(format!("{run:?}"))
+        }
+    });
+    assert_eq!(alarms.lines().count(), 1, "{alarms}");
+    // Raised for the whole cluster: even a small write is refused, on every member.
+    for endpoint in &endpoints {
+        let run = support::etcdctl(
+            &etcdctl_binary,
+            std::slice::from_ref(endpoint),
+            &["put", "small", "x"],
+            "",
+        );
+        assert!(!run.success(), "{run:?}");
+        assert!(run.stderr.contains("database space exceeded"), "{run:?}");
+        let (code, body) = get(endpoint, "/health").unwrap();
+        assert_eq!(
+            (code, body.as_str()),
+            (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#)
+        );
+        assert_eq!(get(endpoint, "/health?exclude=NOSPACE").unwrap().0, 200);
+    }
+    let status = etcdctl(&["endpoint", "status"]);
+    assert!(
+        status.expect_ok("status").contains("alarm:NOSPACE"),
+        "{status:?}"
+    );
+    // Reads, deletes and compactions still work; room is freed, then the alarm disarmed.
+    assert!(etcdctl(&["get", "big/00"])
+        .expect_ok("get")
+        .contains("big/00"));
+    etcdctl(&["del", "--prefix", "big/"]).expect_ok("del");
+    let revision = json_revision(&etcdctl(&["get", "small", "-w", "json"]));
+    etcdctl(&["compact", &revision.to_string()]).expect_ok("compact");
+    let disarmed = etcdctl(&["alarm", "disarm"]);
+    assert!(
+        disarmed.expect_ok("disarm").contains("alarm:NOSPACE"),
+        "{disarmed:?}"
+    );
+    wait_for("no alarm listed", LIVENESS_TIMEOUT, || {
+        let run = etcdctl(&["alarm", "list"]);
+        if run.success() && run.stdout.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{run:?}"))
+        }
+    });
+    wait_for("writes to be accepted again", LIVENESS_TIMEOUT, || {
+        let run = etcdctl(&["put", "small", "x"]);
+        if run.success() {
+            Ok(())
+        } else {
+            Err(format!("{run:?}"))
+        }
+    });
+}
+
+fn json_revision(run: &support::Run) -> u64 {
+    support::json_number(run.expect_ok("a JSON answer"), "revision").expect("a revision")
+}

@@ -3,11 +3,11 @@
 //! and `/readyz` (etcd 3.6's).
 //!
 //! - `/health`: `{"health":"true","reason":""}` with 200 when the member knows a leader and a
-//!   linearizable read completes (`?serializable=true`: a local read, no leader needed); 503
-//!   with `"health":"false"` and the reason otherwise. `?exclude=NOSPACE` is accepted (no
-//!   alarm is raised by Flotilla yet, so it changes nothing).
+//!   linearizable read completes (`?serializable=true`: a local read, no leader needed), and no
+//!   alarm is raised; 503 with `"health":"false"` and the reason otherwise (`ALARM NOSPACE`,
+//!   `RAFT NO LEADER`, ...). `?exclude=NOSPACE` ignores that alarm.
 //! - `/livez`: the process serves local reads (`serializable_read`).
-//! - `/readyz`: `data_corruption` (no CORRUPT alarm), `serializable_read` and
+//! - `/readyz`: `data_corruption` (no CORRUPT alarm raised), `serializable_read` and
 //!   `linearizable_read`: the member can serve linearizable requests.
 //!
 //! `/livez` and `/readyz` answer `ok` (200), or list the failed checks (503); `?verbose` lists
@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::metrics::{self, Metrics};
+use crate::proto::etcdserverpb::AlarmType;
 use crate::services::ServiceState;
 
 /// How long a health check's linearizable read may take. Rationale: etcd's checks wait a few
@@ -134,7 +135,17 @@ async fn health(State(state): State<Arc<HttpState>>, uri: Uri) -> Response {
         .iter()
         .any(|(name, value)| name == "serializable" && value == "true");
     let services = &state.services;
-    let outcome = if !serializable && services.node.status().leader.is_none() {
+    let excluded = excluded(&uri);
+    let alarm = services
+        .reader
+        .alarms()
+        .into_iter()
+        .filter_map(|(_, kind)| AlarmType::try_from(kind).ok())
+        .map(|kind| kind.as_str_name())
+        .find(|name| !excluded.iter().any(|excluded| excluded == name));
+    let outcome = if let Some(alarm) = alarm {
+        Err(format!("ALARM {alarm}"))
+    } else if !serializable && services.node.status().leader.is_none() {
         Err("RAFT NO LEADER".to_string())
     } else if serializable {
         serializable_read(services).map_err(|error| format!("RANGE ERROR:{error}"))
@@ -166,8 +177,12 @@ async fn livez(State(state): State<Arc<HttpState>>, uri: Uri) -> Response {
 
 async fn readyz(State(state): State<Arc<HttpState>>, uri: Uri) -> Response {
     let excluded = excluded(&uri);
+    let corrupt = state
+        .services
+        .alarm_raised(AlarmType::Corrupt)
+        .then(|| "alarm activated: CORRUPT".to_string());
     let mut checks = vec![
-        ("data_corruption", Ok(())),
+        ("data_corruption", corrupt.map_or(Ok(()), Err)),
         ("serializable_read", serializable_read(&state.services)),
     ];
     let linearizable = if excluded.iter().any(|name| name == "linearizable_read") {

@@ -223,6 +223,15 @@ impl Lease for Arc<LeaseService> {
                 "etcdserver: lease ID must be positive",
             ));
         }
+        // As etcd: while the store is out of space, no new lease (it would hold new keys).
+        if self
+            .state
+            .alarm_raised(crate::proto::etcdserverpb::AlarmType::Nospace)
+        {
+            return Err(Status::resource_exhausted(
+                "etcdserver: mvcc: database space exceeded",
+            ));
+        }
         let ttl = request
             .ttl
             .max(lease_ttl_min_seconds(self.election_timeout));

@@ -120,6 +120,8 @@ pub enum Applied {
     LeaseGrant(crate::proto::etcdserverpb::LeaseGrantResponse),
     /// A lease revoked with its keys.
     LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
+    /// An alarm raised or cleared.
+    Alarm(crate::proto::etcdserverpb::AlarmResponse),
 }
 
 /// What the runtime needs of the peer transport.

@@ -94,6 +94,9 @@ impl StateMachine for KvStateMachine {
                     ApplyOutcome::Applied(MvccResponse::LeaseRevoke(response)) => {
                         Ok(Applied::LeaseRevoke(response))
                     }
+                    ApplyOutcome::Applied(MvccResponse::Alarm(response)) => {
+                        Ok(Applied::Alarm(response))
+                    }
                     ApplyOutcome::Rejected(error) => Err(state_machine_error(error)),
                 };
                 Some((result.request_id, outcome))

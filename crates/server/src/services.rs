@@ -19,13 +19,14 @@ use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
-    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
-    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    alarm_request, AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest,
+    CompactionResponse, DefragmentRequest, DefragmentResponse, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, Member,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::flotillapb::internal_client::InternalClient;
 use crate::proto::flotillapb::internal_server::Internal;
@@ -226,23 +227,94 @@ pub fn to_status(error: ServerError) -> Status {
     Status::new(code, error.to_string())
 }
 
-/// Refuses a write of `bytes` that is larger than `--max-request-bytes`, or that would take
-/// the store past `--quota-backend-bytes` (etcd counts a request's size against its quota),
-/// with etcd's errors. The quota keeps a runaway client from exhausting the node's memory and
-/// snapshots; deletes and compactions are not checked against it, so they still go through.
-fn check_write(state: &ServiceState, bytes: usize) -> Result<(), Status> {
+/// Refuses a write of `bytes` that is larger than `--max-request-bytes`, or, for a write that
+/// takes space (`takes_space`: a put, a txn with a put), one that would take the store past
+/// `--quota-backend-bytes` (etcd counts a request's size against its quota) or comes while the
+/// NOSPACE alarm is raised, with etcd's errors. Going past the quota raises the alarm for this
+/// member, through the log, as etcd does; writes that take space stay refused everywhere until
+/// an operator disarms it (`etcdctl alarm disarm`) after freeing room. Deletes and compactions
+/// are never refused, so room can be freed. The quota keeps a runaway client from exhausting
+/// the node's memory and snapshots.
+fn check_write(state: &Arc<ServiceState>, bytes: usize, takes_space: bool) -> Result<(), Status> {
     if bytes > state.max_request_bytes {
         return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
+    if !takes_space {
+        return Ok(());
+    }
+    let no_space = || Status::resource_exhausted("etcdserver: mvcc: database space exceeded");
+    if state.alarm_raised(AlarmType::Nospace) {
+        return Err(no_space());
     }
     // Through the reader: the store's lock is held by the runtime while it applies, and a
     // write request must not wait for that.
     let size_bytes = state.reader.size_bytes().saturating_add(bytes as u64);
     if size_bytes > state.quota_bytes {
-        return Err(Status::resource_exhausted(
-            "etcdserver: mvcc: database space exceeded",
-        ));
+        state.raise_alarm(AlarmType::Nospace);
+        return Err(no_space());
     }
     Ok(())
+}
+
+/// Whether a txn puts anything, in either branch, nested txns included.
+fn txn_puts(txn: &TxnRequest) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request as Op;
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(nested)) => txn_puts(nested),
+            _ => false,
+        })
+}
+
+impl ServiceState {
+    /// Whether `alarm` is raised for any member.
+    pub fn alarm_raised(&self, alarm: AlarmType) -> bool {
+        self.reader
+            .alarms()
+            .iter()
+            .any(|&(_, kind)| kind == alarm as i32)
+    }
+
+    /// Raises `alarm` for this member through the log, in the background (through the
+    /// leader, from a follower).
+    pub(crate) fn raise_alarm(self: &Arc<Self>, alarm: AlarmType) {
+        let member_id = self.node.id();
+        if self.reader.alarms().contains(&(member_id, alarm as i32)) {
+            return;
+        }
+        let request = AlarmRequest {
+            action: alarm_request::AlarmAction::Activate as i32,
+            member_id,
+            alarm: alarm as i32,
+        };
+        tracing::warn!("raising the {} alarm", alarm.as_str_name());
+        let state = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(status) = state.change_alarm(request).await {
+                tracing::warn!("raising the alarm failed: {}", status.message());
+            }
+        });
+    }
+
+    /// Raises or clears an alarm through the log.
+    async fn change_alarm(&self, request: AlarmRequest) -> Result<Response<AlarmResponse>, Status> {
+        self.propose_or_forward(
+            internal_request::Request::Alarm(request),
+            |applied| match applied {
+                Applied::Alarm(response) => Some(response),
+                _ => None,
+            },
+            |channel| async move {
+                crate::proto::etcdserverpb::maintenance_client::MaintenanceClient::new(channel)
+                    .alarm(request)
+                    .await
+            },
+        )
+        .await
+    }
 }
 
 /// The KV service.
@@ -269,7 +341,8 @@ write_response!(
     TxnResponse,
     CompactionResponse,
     crate::proto::etcdserverpb::LeaseGrantResponse,
-    crate::proto::etcdserverpb::LeaseRevokeResponse
+    crate::proto::etcdserverpb::LeaseRevokeResponse,
+    AlarmResponse
 );
 
 impl ServiceState {
@@ -347,7 +420,7 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let request = request.into_inner();
         crate::mvcc::validate_put(&request).map_err(Status::from)?;
-        check_write(&self.0, request.key.len() + request.value.len())?;
+        check_write(&self.0, request.key.len() + request.value.len(), true)?;
         self.0
             .propose_or_forward(
                 internal_request::Request::Put(request.clone()),
@@ -380,7 +453,11 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
-        check_write(&self.0, prost::Message::encoded_len(&request))?;
+        check_write(
+            &self.0,
+            prost::Message::encoded_len(&request),
+            txn_puts(&request),
+        )?;
         crate::mvcc::validate_txn(&request, crate::mvcc::MAX_TXN_OPERATIONS_DEFAULT)
             .map_err(Status::from)?;
         self.0
@@ -655,11 +732,27 @@ type SnapshotStream = tonic::codegen::BoxStream<SnapshotResponse>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Ok(Response::new(AlarmResponse {
-            header: Some(self.0.header(self.0.current_revision())),
-            alarms: Vec::new(),
-        }))
+    /// GET lists the alarms this member has applied; ACTIVATE and DEACTIVATE go through the
+    /// log, and answer with the alarm that changed.
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let request = request.into_inner();
+        if request.action == alarm_request::AlarmAction::Get as i32 {
+            let alarms = self
+                .0
+                .reader
+                .alarms()
+                .into_iter()
+                .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                .collect();
+            return Ok(Response::new(AlarmResponse {
+                header: Some(self.0.header(self.0.current_revision())),
+                alarms,
+            }));
+        }
+        self.0.change_alarm(request).await
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -673,7 +766,15 @@ impl Maintenance for MaintenanceService {
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: status.applied_index,
-            errors: status.errors.clone(),
+            errors: status
+                .errors
+                .iter()
+                .cloned()
+                .chain(self.0.reader.alarms().into_iter().map(|(member, kind)| {
+                    let name = AlarmType::try_from(kind).map_or("NONE", |kind| kind.as_str_name());
+                    format!("memberID:{member} alarm:{name} ")
+                }))
+                .collect(),
             db_size_in_use: database_size_bytes,
             is_learner: status.config.learners.contains(&status.id),
         }))

@@ -119,6 +119,8 @@ pub enum Response {
     LeaseGrant(crate::proto::etcdserverpb::LeaseGrantResponse),
     /// A lease was revoked, and its keys deleted.
     LeaseRevoke(crate::proto::etcdserverpb::LeaseRevokeResponse),
+    /// An alarm was raised or cleared: the one that changed, if any.
+    Alarm(crate::proto::etcdserverpb::AlarmResponse),
 }
 
 /// What became of one entry of a batch.
@@ -366,6 +368,26 @@ fn read_lock(state: &RwLock<State>) -> RwLockReadGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The metadata name of the raised alarms: (member id u64, alarm type i32) little-endian, in
+/// order. Rationale: metadata travels in snapshots already, so alarms survive a restart and
+/// reach a member that catches up by snapshot without a change to the image format.
+pub(crate) const ALARMS_METADATA: &str = "alarms";
+
+/// The raised alarms: (member id, alarm type).
+pub(crate) fn alarms_of(state: &State) -> std::collections::BTreeSet<(u64, i32)> {
+    let Some(encoded) = state.metadata.get(ALARMS_METADATA) else {
+        return Default::default();
+    };
+    encoded
+        .chunks_exact(12)
+        .map(|chunk| {
+            let member = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+            let kind = i32::from_le_bytes(chunk[8..].try_into().expect("4 bytes"));
+            (member, kind)
+        })
+        .collect()
+}
+
 /// What [`MvccReader::hash_kv`] answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvHash {
@@ -441,6 +463,10 @@ fn apply_request(
         }
         Some(Request::LeaseGrant(grant)) => Response::LeaseGrant(writer.lease_grant(grant)?),
         Some(Request::LeaseRevoke(revoke)) => Response::LeaseRevoke(writer.lease_revoke(revoke)?),
+        Some(Request::Alarm(alarm)) => Response::Alarm(crate::proto::etcdserverpb::AlarmResponse {
+            header: None,
+            alarms: writer.alarm(alarm),
+        }),
         Some(Request::LeaseCheckpoints(checkpoints)) => {
             writer.lease_checkpoints(checkpoints);
             Response::Empty
@@ -465,6 +491,11 @@ impl MvccReader {
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let state = read_lock(&self.state);
         View::of(&state).range(request, self.max_response_bytes)
+    }
+
+    /// The raised alarms, by member id and alarm type (etcd's `AlarmType` numbers).
+    pub fn alarms(&self) -> Vec<(u64, i32)> {
+        alarms_of(&read_lock(&self.state)).into_iter().collect()
     }
 
     /// The whole state as one image, as [`MvccStore::snapshot`] takes it; for a backup.

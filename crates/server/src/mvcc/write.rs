@@ -11,9 +11,10 @@ use super::validate::{validate_delete_range, validate_put, validate_txn};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response as ResponseKind;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    AlarmMember, AlarmRequest, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 use crate::proto::flotillapb::{LeaseCheckpoints, MemberAttributes};
 use crate::proto::mvccpb::event::EventType;
@@ -362,6 +363,35 @@ impl<'a> EntryWriter<'a> {
     pub(crate) fn member(&mut self, member: &MemberAttributes) {
         self.state.members.insert(member.id, member.clone());
         self.modified = true;
+    }
+
+    /// Raises or clears an alarm; answers with the alarm that changed (none if it was
+    /// already so), as etcd does.
+    pub(crate) fn alarm(&mut self, request: &AlarmRequest) -> Vec<AlarmMember> {
+        use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+        let mut alarms = super::alarms_of(self.state);
+        let alarm = (request.member_id, request.alarm);
+        let changed = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Activate) if request.alarm != 0 => alarms.insert(alarm),
+            Ok(AlarmAction::Deactivate) => alarms.remove(&alarm),
+            _ => false,
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let mut encoded = Vec::with_capacity(alarms.len() * 12);
+        for (member, kind) in &alarms {
+            encoded.extend_from_slice(&member.to_le_bytes());
+            encoded.extend_from_slice(&kind.to_le_bytes());
+        }
+        self.state
+            .metadata
+            .insert(super::ALARMS_METADATA.to_string(), encoded);
+        self.modified = true;
+        vec![AlarmMember {
+            member_id: alarm.0,
+            alarm: alarm.1,
+        }]
     }
 
     /// etcd's LeaseGrant, with the id and TTL the proposer chose.
