@@ -696,14 +696,12 @@ fn writes_past_the_space_quota_are_refused_and_reads_still_served() {
     assert_eq!(run.expect_ok("a delete past the quota"), "0\n");
 }
 
-/// The etcd calls Flotilla does not serve yet (Maintenance's Defragment,
-/// Hash, HashKV and Snapshot) answer Unimplemented with a message that names the service and
-/// the method, so that a client's user can tell which call was refused and that it is by
-/// design, not a bug.
+/// The etcd calls Flotilla does not serve yet (the Auth service's, for now) answer
+/// Unimplemented with a message that names the service and the method, so that a client's user
+/// can tell which call was refused and that it is by design, not a bug.
 #[test]
 fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
-    use server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-    use server::proto::etcdserverpb::DefragmentRequest;
+    use server::proto::etcdserverpb::{StatusRequest, StatusResponse};
 
     let cluster = Cluster::start(1, 23050, &[]);
     let url = format!("http://{}", cluster.nodes[0].endpoint());
@@ -711,23 +709,32 @@ fn calls_not_served_yet_answer_unimplemented_naming_the_service_and_method() {
         .enable_all()
         .build()
         .expect("a runtime");
+    let paths = ["etcdserverpb.Auth/AuthEnable", "etcdserverpb.Auth/UserAdd"];
     let statuses: Vec<(&str, tonic::Status)> = runtime.block_on(async {
         let channel = tonic::transport::Channel::from_shared(url)
             .expect("a valid URL")
             .connect()
             .await
             .expect("the node accepts a connection");
-        let mut maintenance = MaintenanceClient::new(channel);
-        vec![(
-            "Maintenance/Defragment",
-            maintenance
-                .defragment(DefragmentRequest::default())
-                .await
-                .expect_err("defragment is not served"),
-        )]
+        let mut statuses = Vec::new();
+        for path in paths {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.expect("the channel is ready");
+            // The request's bytes do not matter: the call is refused before they are read.
+            let answer: Result<tonic::Response<StatusResponse>, tonic::Status> = grpc
+                .unary(
+                    tonic::Request::new(StatusRequest {}),
+                    http::uri::PathAndQuery::try_from(format!("/{path}")).expect("a path"),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await;
+            statuses.push((path, answer.expect_err("the Auth service is not served")));
+        }
+        statuses
     });
     for (path, status) in statuses {
-        let (service, method) = path.split_once('/').expect("service/method");
+        let (package_service, method) = path.split_once('/').expect("service/method");
+        let service = package_service.trim_start_matches("etcdserverpb.");
         assert_eq!(
             status.code(),
             tonic::Code::Unimplemented,

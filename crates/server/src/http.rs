@@ -49,6 +49,55 @@ pub fn routes(state: Arc<HttpState>) -> axum::Router {
         .with_state(state)
 }
 
+/// What a request for no route gets: a gRPC call of a method Flotilla does not serve is
+/// answered Unimplemented with a message naming it (see [`crate::services::not_served`]),
+/// anything else 404.
+pub async fn not_found(uri: Uri, request: Request) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if !is_grpc {
+        return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    }
+    let path = uri.path().trim_start_matches('/');
+    let (package_service, method) = path.split_once('/').unwrap_or((path, ""));
+    let service = package_service
+        .rsplit_once('.')
+        .map_or(package_service, |(_, service)| service);
+    let status = crate::services::not_served_at(package_service, service, method);
+    // Trailers-only, as gRPC answers a call it refuses before any message.
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/grpc".to_string()),
+            (
+                header::HeaderName::from_static("grpc-status"),
+                (status.code() as i32).to_string(),
+            ),
+            (
+                header::HeaderName::from_static("grpc-message"),
+                percent_encode_grpc_message(status.message()),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+/// gRPC's encoding of `grpc-message`: printable ASCII but `%` as is, every other byte as `%XX`.
+fn percent_encode_grpc_message(message: &str) -> String {
+    let mut encoded = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// Counts gRPC calls for `grpc_server_*` metrics; other requests pass untouched.
 pub async fn record_grpc(
     State(metrics): State<Arc<Metrics>>,

@@ -350,7 +350,6 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
             &state,
         ))))
         .add_service(InternalServer::new(InternalService(Arc::clone(&state))))
-        // Not served yet; registered so that their calls say so (see services::not_served).
         .add_service(WatchServer::new(crate::watch::WatchService::new(
             Arc::clone(&state),
             args.experimental_watch_progress_notify_interval,
@@ -369,6 +368,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         let routes = grpc
             .into_axum_router()
             .merge(crate::http::routes(Arc::clone(&http_state)))
+            .fallback(crate::http::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&metrics),
                 crate::http::record_grpc,

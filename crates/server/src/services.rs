@@ -205,9 +205,15 @@ fn forwarding_error(status: Status) -> Status {
 /// so a client printed "rpc error: code = Unimplemented desc = " and left its user to guess
 /// which call was refused, and whether by a bug or by design.
 pub fn not_served(service: &str, method: &str) -> Status {
+    not_served_at(&format!("etcdserverpb.{service}"), service, method)
+}
+
+/// [`not_served`] for a service of any package: `package_service` is its full name
+/// (`etcdserverpb.Auth`), `service` its short one.
+pub fn not_served_at(package_service: &str, service: &str, method: &str) -> Status {
     Status::unimplemented(format!(
         "the {service} service's {method} is not served by Flotilla yet \
-         (etcdserverpb.{service}/{method})"
+         ({package_service}/{method})"
     ))
 }
 
@@ -724,8 +730,8 @@ impl Cluster for ClusterService {
     }
 }
 
-/// The Maintenance service: Status, Hash, HashKV, Snapshot (a backup), Alarm (none raised)
-/// and MoveLeader; Defragment answers Unimplemented (see [`not_served`]).
+/// The Maintenance service: Status, Hash, HashKV, Snapshot (a backup), Alarm, Defragment and
+/// MoveLeader.
 pub struct MaintenanceService(pub Arc<ServiceState>);
 
 type SnapshotStream = tonic::codegen::BoxStream<SnapshotResponse>;
@@ -780,11 +786,29 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
+    /// The store lives in memory: defragmenting rebuilds it densely and hands the memory it
+    /// no longer needs back to the operating system (see [`crate::mvcc::MvccReader::defragment`]).
     async fn defragment(
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_served("Maintenance", "Defragment"))
+        let reader = self.0.reader.clone();
+        let (versions, resident_before, resident_after) = tokio::task::spawn_blocking(move || {
+            let before = resident_bytes();
+            let versions = reader.defragment();
+            release_free_memory();
+            (versions, before, resident_bytes())
+        })
+        .await
+        .map_err(|error| Status::internal(format!("defragmenting: {error}")))?;
+        tracing::info!(
+            "defragmented the store ({versions} versions kept); resident memory {} -> {} bytes",
+            resident_before.map_or("unknown".to_string(), |bytes| bytes.to_string()),
+            resident_after.map_or("unknown".to_string(), |bytes| bytes.to_string()),
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.0.header(self.0.current_revision())),
+        }))
     }
 
     /// etcd hashes its whole database file here; Flotilla has none, so this is the HashKV of
@@ -870,6 +894,23 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.0.header(self.0.current_revision())),
         }))
+    }
+}
+
+/// The process's resident memory, where the system tells it.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Hands free heap memory back to the operating system (glibc keeps freed memory otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the heap to the system; it is safe to
+    // call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -493,6 +493,28 @@ impl MvccReader {
         View::of(&state).range(request, self.max_response_bytes)
     }
 
+    /// etcd's Defragment, for a store in memory: rebuilds the key index densely and drops the
+    /// spare capacity that compactions and deletes leave behind, under the write lock (applies
+    /// wait for it, as etcd's defragmentation blocks writes). Returns the versions kept.
+    pub fn defragment(&self) -> u64 {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = std::mem::take(&mut state.keys);
+        // Collecting a sorted iterator builds the tree's nodes full.
+        state.keys = keys
+            .into_iter()
+            .map(|(mut key, mut versions)| {
+                key.shrink_to_fit();
+                versions.shrink_to_fit();
+                (key, versions)
+            })
+            .collect();
+        state.recent_changes.shrink_to_fit();
+        state.version_count
+    }
+
     /// The raised alarms, by member id and alarm type (etcd's `AlarmType` numbers).
     pub fn alarms(&self) -> Vec<(u64, i32)> {
         alarms_of(&read_lock(&self.state)).into_iter().collect()

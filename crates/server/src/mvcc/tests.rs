@@ -1631,3 +1631,45 @@ fn leases_are_granted_attached_revoked_with_their_keys_and_kept_in_snapshots() {
         .all(|event| event.r#type == EventType::Delete as i32
             && event.kv.as_ref().unwrap().mod_revision == before + 1));
 }
+
+#[test]
+fn defragmenting_changes_no_data_and_alarms_survive_a_restart() {
+    use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+    let mut fixture = Fixture::new();
+    for number in 0..50 {
+        fixture.put(&format!("key{}", number % 7), &format!("value {number}"));
+    }
+    fixture.delete("key3", "");
+    fixture.compact(40).unwrap();
+    let before = fixture.store.hash_kv(0).unwrap();
+    let image_before = fixture.store.snapshot().unwrap();
+    assert!(fixture.store.reader().defragment() > 0);
+    assert_eq!(fixture.store.hash_kv(0).unwrap(), before);
+    assert_eq!(fixture.store.snapshot().unwrap(), image_before);
+
+    let raise = AlarmRequest {
+        action: AlarmAction::Activate as i32,
+        member_id: 7,
+        alarm: AlarmType::Nospace as i32,
+    };
+    match fixture.outcome(Request::Alarm(raise)).unwrap() {
+        Response::Alarm(response) => assert_eq!(response.alarms.len(), 1),
+        other => panic!("an alarm answered {other:?}"),
+    }
+    // Raising it again changes nothing, and says so.
+    match fixture.outcome(Request::Alarm(raise)).unwrap() {
+        Response::Alarm(response) => assert!(response.alarms.is_empty()),
+        other => panic!("an alarm answered {other:?}"),
+    }
+    let mut fixture = fixture.reopened();
+    assert_eq!(
+        fixture.store.reader().alarms(),
+        [(7, AlarmType::Nospace as i32)]
+    );
+    let clear = AlarmRequest {
+        action: AlarmAction::Deactivate as i32,
+        ..raise
+    };
+    fixture.outcome(Request::Alarm(clear)).unwrap();
+    assert!(fixture.store.reader().alarms().is_empty());
+}
