@@ -206,3 +206,102 @@ fn a_backup_saved_with_etcdctl_rebuilds_a_cluster_with_every_key() {
     .expect("a revision");
     assert_eq!(after, revision + 1);
 }
+
+/// The corruption checks on a healthy cluster restored from a backup: every member hashes
+/// the same history, so neither the leader's periodic check (every second here) nor each
+/// member's check at start raises an alarm, and `/readyz` passes its corruption check.
+#[test]
+fn the_corruption_checks_find_nothing_on_members_that_agree() {
+    let etcdctl_binary = find_etcdctl();
+    let source = Cluster::start(1, BASE_PORT + 500, &[]);
+    let source_endpoints = source.endpoints(&[0]);
+    etcdctl(&etcdctl_binary, &source_endpoints, &["put", "a", "1"], "").expect_ok("put");
+    let file = source.directory.path().join("backup.db");
+    let file_text = file.to_str().expect("a UTF-8 path");
+    etcdctl(
+        &etcdctl_binary,
+        &source_endpoints,
+        &["snapshot", "save", file_text],
+        "",
+    )
+    .expect_ok("snapshot save");
+
+    let checks = [
+        "--experimental-corrupt-check-time",
+        "1s",
+        "--experimental-initial-corrupt-check",
+    ];
+    let mut cluster = Cluster::configure(3, BASE_PORT + 600, &checks);
+    let initial_cluster = cluster.initial_cluster();
+    let token = cluster.token.clone();
+    for node in &mut cluster.nodes {
+        flotilla(&[
+            "snapshot",
+            "restore",
+            file_text,
+            "--name",
+            &node.name,
+            "--data-dir",
+            node.data_dir.to_str().expect("a UTF-8 path"),
+            "--initial-cluster",
+            &initial_cluster,
+            "--initial-cluster-token",
+            &token,
+            "--initial-advertise-peer-urls",
+            &node.peer_url(),
+        ])
+        .expect_ok("snapshot restore");
+        node.start();
+    }
+    cluster.wait_for_leader(&[0, 1, 2]);
+    let endpoints = cluster.endpoints(&[0, 1, 2]);
+    for number in 0..20 {
+        let key = format!("b{number}");
+        etcdctl(&etcdctl_binary, &endpoints, &["put", &key, "1"], "").expect_ok("put");
+    }
+    etcdctl(&etcdctl_binary, &endpoints, &["compact", "5"], "").expect_ok("compact");
+    wait_for(
+        "every member's check at start",
+        support::LIVENESS_TIMEOUT,
+        || {
+            let passed = cluster
+                .nodes
+                .iter()
+                .filter(|node| {
+                    std::fs::read_to_string(&node.log_path)
+                        .unwrap_or_default()
+                        .contains("initial corruption check passed")
+                })
+                .count();
+            if passed == 3 {
+                Ok(())
+            } else {
+                Err(format!("{passed} of 3"))
+            }
+        },
+    );
+    // A few periods of the leader's check.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let alarms = etcdctl(&etcdctl_binary, &endpoints, &["alarm", "list"], "");
+    assert_eq!(alarms.expect_ok("alarm list"), "");
+    for endpoint in &endpoints {
+        let body = http_get(endpoint, "/readyz?verbose").expect("GET /readyz");
+        assert!(body.contains("[+]data_corruption ok"), "{body}");
+    }
+}
+
+/// A plain HTTP/1.1 GET's whole response.
+fn http_get(endpoint: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(endpoint).map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
+    Ok(response)
+}

@@ -76,6 +76,14 @@ pub struct ServeArgs {
     /// on here).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub experimental_lease_checkpoint_interval: Duration,
+    /// After start, compare this member's HashKV with its peers' and raise the CORRUPT alarm
+    /// for itself on a mismatch.
+    #[arg(long)]
+    pub experimental_initial_corrupt_check: bool,
+    /// How often the leader compares every member's HashKV with its own and raises CORRUPT for
+    /// those that differ (a duration such as 10m; 0s: never).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub experimental_corrupt_check_time: Duration,
     /// The least severe log messages written: debug, info, warn or error (RUST_LOG, if set,
     /// overrides it with its finer filters).
     #[arg(long, default_value = "info")]
@@ -98,6 +106,20 @@ pub struct ServeArgs {
     /// revisions. 0 turns automatic compaction off.
     #[arg(long, default_value = "1")]
     pub auto_compaction_retention: String,
+}
+
+/// [`parse_duration`], where zero (`0`, `0s`, ...) means "never".
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let unit_start = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(unit_start);
+    let is_zero = !digits.is_empty() && digits.bytes().all(|digit| digit == b'0');
+    if is_zero && matches!(unit, "" | "ms" | "s" | "m" | "h") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// A duration as etcd's flags write them: numbers each followed by a unit (`ms`, `s`, `m`,
@@ -516,5 +538,16 @@ mod tests {
                 "{overrides:?}"
             );
         }
+    }
+
+    #[test]
+    fn zero_durations_mean_never_where_allowed() {
+        for zero in ["0", "0s", "00m", "0ms"] {
+            assert_eq!(parse_duration_or_zero(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        assert_eq!(parse_duration_or_zero("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration_or_zero("s").is_err());
+        assert!(parse_duration_or_zero("0x").is_err());
+        assert!(parse_duration("0s").is_err());
     }
 }

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cluster;
 pub mod compactor;
 pub mod config;
+pub mod corruption;
 pub mod election;
 pub mod http;
 pub mod identity;

@@ -305,6 +305,21 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         },
     ));
     crate::compactor::start(Arc::clone(&state), config.compaction);
+    if !args.experimental_corrupt_check_time.is_zero() {
+        crate::corruption::check_periodically(
+            Arc::clone(&state),
+            args.experimental_corrupt_check_time,
+        );
+    }
+    if args.experimental_initial_corrupt_check {
+        let mut ready = ready_receiver.clone();
+        let state = Arc::clone(&state);
+        servers.push(tokio::spawn(async move {
+            if ready.wait_for(|published| *published).await.is_ok() {
+                crate::corruption::check_at_start(state);
+            }
+        }));
+    }
     let http_state = Arc::new(crate::http::HttpState {
         services: Arc::clone(&state),
         metrics: Arc::clone(&metrics),

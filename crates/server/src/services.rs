@@ -287,7 +287,11 @@ impl ServiceState {
     /// Raises `alarm` for this member through the log, in the background (through the
     /// leader, from a follower).
     pub(crate) fn raise_alarm(self: &Arc<Self>, alarm: AlarmType) {
-        let member_id = self.node.id();
+        self.raise_alarm_for(self.node.id(), alarm);
+    }
+
+    /// Raises `alarm` for `member_id` through the log, in the background.
+    pub(crate) fn raise_alarm_for(self: &Arc<Self>, member_id: u64, alarm: AlarmType) {
         if self.reader.alarms().contains(&(member_id, alarm as i32)) {
             return;
         }
@@ -296,7 +300,10 @@ impl ServiceState {
             member_id,
             alarm: alarm as i32,
         };
-        tracing::warn!("raising the {} alarm", alarm.as_str_name());
+        tracing::warn!(
+            "raising the {} alarm for member {member_id:x}",
+            alarm.as_str_name()
+        );
         let state = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(status) = state.change_alarm(request).await {
