@@ -85,6 +85,8 @@ pub enum PlantedBug {
     /// While joint, commit what a quorum of the incoming configuration holds, ignoring the
     /// outgoing one.
     JointCommitByIncomingOnly,
+    /// Release a ReadIndex read at once, without a quorum confirming the leader still leads.
+    ReadWithoutQuorumConfirmation,
 }
 
 impl Config {

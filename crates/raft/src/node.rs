@@ -1438,7 +1438,9 @@ impl<S: LogStorage> Node<S> {
         }
         let lease_valid = self.config.read_mode == ReadMode::LeaseBased
             && self.ticks_elapsed < self.lease_until_tick;
-        if self.tracker.is_single_voter(self.id) || lease_valid {
+        let unconfirmed =
+            self.has_planted_bug(crate::config::PlantedBug::ReadWithoutQuorumConfirmation);
+        if self.tracker.is_single_voter(self.id) || lease_valid || unconfirmed {
             self.release_read(requester, context, committed);
             return;
         }

@@ -51,6 +51,11 @@ fn main() {
             PlantedBug::Core(raft::PlantedBug::JointCommitByIncomingOnly),
             true,
         ),
+        (
+            "ReadWithoutQuorumConfirmation",
+            PlantedBug::Core(raft::PlantedBug::ReadWithoutQuorumConfirmation),
+            true,
+        ),
         ("AckBeforeCommit", PlantedBug::AckBeforeCommit, true),
         ("StaleLocalRead", PlantedBug::StaleLocalRead, true),
         (

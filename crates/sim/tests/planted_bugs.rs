@@ -133,3 +133,13 @@ fn committing_by_the_incoming_half_alone_is_caught_directly() {
         "a committed entry is durable on a quorum of every configuration"
     );
 }
+
+/// A leader releases ReadIndex reads without a quorum confirming it still leads: a leader cut
+/// off from the majority answers reads from before the majority's new writes.
+#[test]
+fn reads_released_without_quorum_confirmation_are_caught() {
+    first_detection(
+        PlantedBug::Core(raft::PlantedBug::ReadWithoutQuorumConfirmation),
+        small(),
+    );
+}

@@ -91,7 +91,25 @@ impl Simulation {
         let hinted = client.leader_hint.filter(|id| running.contains(id));
         let mut pending = client.pending.expect("pending");
         let is_read = matches!(pending.op, OpSummary::Get { .. });
+        let cut_off_leader = self
+            .world
+            .stale_reads_to
+            .filter(|&(node, until)| self.world.now < until && running.contains(&node))
+            .map(|(node, _)| node);
+        // While the old leader is cut off, writes go to the majority (where a new leader is
+        // elected) and half the reads to the old leader.
+        let majority: Vec<NodeId> = running
+            .iter()
+            .copied()
+            .filter(|&id| Some(id) != cut_off_leader)
+            .collect();
         let target = match hinted {
+            _ if is_read && cut_off_leader.is_some() && self.world.rng.chance(500) => {
+                cut_off_leader
+            }
+            Some(id) if !is_read && Some(id) == cut_off_leader && !majority.is_empty() => {
+                Some(self.world.rng.pick(&majority))
+            }
             Some(id) if !(is_read && self.world.driver_bug(DriverBug::StaleLocalRead)) => Some(id),
             _ if running.is_empty() => None,
             _ => Some(self.world.rng.pick(&running)),

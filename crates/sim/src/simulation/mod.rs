@@ -381,8 +381,8 @@ fn swarm_fault_kinds(seed: u64) -> u32 {
     })
 }
 
-/// How many kinds of [`Fault`] there are: `Corrupt` is the last.
-const FAULT_KINDS: u32 = Fault::Corrupt as u32 + 1;
+/// How many kinds of [`Fault`] there are: `StaleLeaderReads` is the last.
+const FAULT_KINDS: u32 = Fault::StaleLeaderReads as u32 + 1;
 
 /// What the nemesis can do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,6 +404,8 @@ enum Fault {
     DiskFailure,
     /// A bit flips in an old record of a crashed node's disk.
     Corrupt,
+    /// The leader is cut off, and half of the clients' reads go to it meanwhile.
+    StaleLeaderReads,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -453,6 +455,8 @@ struct World {
     /// Every vote granted, by voter and term: the candidate it went to. Kept across crashes,
     /// so that a node that forgot its vote is caught the moment it grants another.
     votes_granted: BTreeMap<(NodeId, u64), NodeId>,
+    /// A cut-off old leader that half of the clients' reads go to, until the given time.
+    stale_reads_to: Option<(NodeId, u64)>,
     /// What each node has durably stored, for the commit quorum check.
     stored: BTreeMap<NodeId, StoredLog>,
     /// Events handled so far, for the watchdog.
@@ -906,6 +910,7 @@ impl Simulation {
             crash_requests: Vec::new(),
             votes_granted: BTreeMap::new(),
             stored: BTreeMap::new(),
+            stale_reads_to: None,
             events_handled: 0,
             leader_churn_until: 0,
             phase: Phase::Chaos,

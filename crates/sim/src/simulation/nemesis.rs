@@ -32,6 +32,7 @@ impl Simulation {
             (Fault::Transfer, faults.transfer),
             (Fault::DiskFailure, faults.disk && wal),
             (Fault::Corrupt, faults.corrupt && wal),
+            (Fault::StaleLeaderReads, faults.partition),
         ];
         let allowed: Vec<Fault> = candidates
             .iter()
@@ -137,6 +138,7 @@ impl Simulation {
                     }
                 }
                 Fault::Corrupt => self.corrupt_a_disk(),
+                Fault::StaleLeaderReads => self.isolate_leader_for_reads(),
             }
         }
         let gap = self
@@ -534,5 +536,20 @@ impl Simulation {
             "n{leader} is asked to compact up to revision {revision}: {result:?}"
         ));
         process(sim_node, &mut self.world);
+    }
+
+    /// A targeted schedule: cuts the leader off, and for as long as it is cut off sends half
+    /// of the clients' reads to it, while the majority elects a new leader and writes. A
+    /// leader that serves reads it has not confirmed answers from before those writes.
+    fn isolate_leader_for_reads(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let until = self.world.now + self.world.rng.range(40, 150) * TICK;
+        self.world.network.isolated_until.insert(leader, until);
+        self.world.stale_reads_to = Some((leader, until));
+        self.world.note(format!(
+            "nemesis: leader n{leader} is cut off until t={until}; half the reads go to it"
+        ));
     }
 }
