@@ -301,3 +301,101 @@ fn the_nospace_alarm_stops_writes_until_disarmed() {
 fn json_revision(run: &support::Run) -> u64 {
     support::json_number(run.expect_ok("a JSON answer"), "revision").expect("a revision")
 }
+
+/// A plain HTTP/1.1 POST of `body`: the status code and the body.
+fn post(endpoint: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(endpoint).expect("the member accepts a connection");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("the request is sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("the response is read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header end");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status");
+    (code, body.to_string())
+}
+
+/// etcd's JSON gateway, as etcd's documentation uses it with curl: base64 keys and values,
+/// 64-bit numbers as strings, fields in etcd's order, errors as grpc-gateway writes them.
+#[test]
+fn the_json_gateway_answers_as_etcds_does() {
+    let cluster = Cluster::start(1, BASE_PORT + 300, &[]);
+    let endpoint = cluster.nodes[0].endpoint();
+    let member_id = cluster.member_id(0);
+    let (code, put) = post(
+        &endpoint,
+        "/v3/kv/put",
+        r#"{"key": "Zm9v", "value": "YmFy"}"#,
+    );
+    assert_eq!(code, 200, "{put}");
+    assert!(
+        put.starts_with(r#"{"header":{"cluster_id":""#),
+        "the header first: {put}"
+    );
+    assert!(
+        put.contains(&format!(r#""member_id":"{member_id}""#)),
+        "{put}"
+    );
+    let (code, range) = post(&endpoint, "/v3/kv/range", r#"{"key": "Zm9v"}"#);
+    assert_eq!(code, 200, "{range}");
+    let kvs = range.split_once(r#""kvs":"#).expect("kvs").1;
+    assert_eq!(
+        kvs,
+        r#"[{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}],"count":"1"}"#
+    );
+    // The same service code as gRPC's: the key is there for etcdctl-style clients too.
+    assert_eq!(
+        client(&[endpoint.as_str()], &["get", "foo"]).expect_ok("get"),
+        "foo\nbar\n"
+    );
+    let (code, error) = post(
+        &endpoint,
+        "/v3/kv/range",
+        r#"{"key": "Zm9v", "revision": "99"}"#,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(
+        error,
+        r#"{"error":"etcdserver: mvcc: required revision is a future revision","message":"etcdserver: mvcc: required revision is a future revision","code":11}"#
+    );
+    let (code, deleted) = post(
+        &endpoint,
+        "/v3/kv/deleterange",
+        r#"{"key": "Zm9v", "prev_kv": true}"#,
+    );
+    assert_eq!(code, 200, "{deleted}");
+    assert!(
+        deleted.contains(r#""deleted":"1","prev_kvs":[{"key":"Zm9v""#),
+        "{deleted}"
+    );
+    let (code, members) = post(&endpoint, "/v3/cluster/member/list", "{}");
+    assert_eq!(code, 200, "{members}");
+    assert!(
+        members.contains(&format!(
+            r#""members":[{{"ID":"{member_id}","name":"node1""#
+        )),
+        "{members}"
+    );
+    let (code, status) = post(&endpoint, "/v3/maintenance/status", "{}");
+    assert_eq!(code, 200, "{status}");
+    assert!(
+        status.contains(&format!(r#""leader":"{member_id}""#)),
+        "{status}"
+    );
+    let (code, refused) = post(&endpoint, "/v3/kv/put", "not json");
+    assert_eq!(code, 400, "{refused}");
+    assert!(refused.contains(r#""code":3"#), "{refused}");
+    let (code, watch) = post(&endpoint, "/v3/watch", "{}");
+    assert_eq!(code, 501, "{watch}");
+    assert!(watch.contains("not served by Flotilla yet"), "{watch}");
+}

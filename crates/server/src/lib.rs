@@ -9,6 +9,7 @@ pub mod compactor;
 pub mod config;
 pub mod corruption;
 pub mod election;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod keys;

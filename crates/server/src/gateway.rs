@@ -1,0 +1,356 @@
+//! etcd's JSON gateway, on the client port: `POST /v3/<service>/<method>` with the JSON form of
+//! the request, answered with the JSON form of the response, so that `curl` examples from
+//! etcd's documentation work unchanged. Each call goes to the same service code as its gRPC
+//! form.
+//!
+//! The JSON form is the gateway's: field names as in the .proto files, bytes as base64, 64-bit
+//! integers as strings (numbers are accepted in requests too), fields at their default value
+//! left out, enums by name (numbers accepted). Errors are `{"error":..,"code":..,"message":..}`
+//! with the HTTP status of the gRPC code, as grpc-gateway writes them.
+//!
+//! Served: `kv/range`, `kv/put`, `kv/deleterange`, `kv/compaction`, `maintenance/status`,
+//! `cluster/member/list`. Not yet: `kv/txn`, `watch`, `lease/*`, the rest of maintenance and
+//! cluster, and auth; they answer 501 naming the call.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use tonic::Request;
+
+use crate::proto::etcdserverpb::cluster_server::Cluster as _;
+use crate::proto::etcdserverpb::kv_server::Kv as _;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance as _;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest,
+    ResponseHeader, StatusRequest,
+};
+use crate::proto::mvccpb::KeyValue;
+use crate::services::{ClusterService, KvService, MaintenanceService, ServiceState};
+
+/// The gateway's routes: `/v3/...` (and `/v3beta/...`, etcd 3.4's older prefix).
+pub fn routes(state: Arc<ServiceState>) -> axum::Router {
+    axum::Router::new()
+        .route("/v3/{service}/{*method}", post(call))
+        .route("/v3beta/{service}/{*method}", post(call))
+        .route("/v3/{service}", post(not_yet))
+        .route("/v3beta/{service}", post(not_yet))
+        .with_state(state)
+}
+
+/// A gateway error: the HTTP status and the gRPC code and message.
+struct GatewayError(tonic::Status);
+
+impl From<tonic::Status> for GatewayError {
+    fn from(status: tonic::Status) -> Self {
+        GatewayError(status)
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.0;
+        let code = status.code() as i32;
+        let body = json!({"error": status.message(), "message": status.message(), "code": code});
+        (http_status(status.code()), json_response(&body)).into_response()
+    }
+}
+
+/// grpc-gateway's mapping of gRPC codes to HTTP statuses.
+fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn call(
+    State(state): State<Arc<ServiceState>>,
+    Path((service, method)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let request: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => return Err(invalid("the request body must be a JSON object")),
+            Err(error) => return Err(invalid(&format!("the request body is not JSON: {error}"))),
+        }
+    };
+    let fields = Fields(&request);
+    let answer = match (service.as_str(), method.as_str()) {
+        ("kv", "range") => {
+            let request = RangeRequest {
+                key: fields.bytes("key")?,
+                range_end: fields.bytes("range_end")?,
+                limit: fields.integer("limit")?,
+                revision: fields.integer("revision")?,
+                sort_order: fields.enumeration("sort_order", &["NONE", "ASCEND", "DESCEND"])?,
+                sort_target: fields
+                    .enumeration("sort_target", &["KEY", "VERSION", "CREATE", "MOD", "VALUE"])?,
+                serializable: fields.boolean("serializable")?,
+                keys_only: fields.boolean("keys_only")?,
+                count_only: fields.boolean("count_only")?,
+                min_mod_revision: fields.integer("min_mod_revision")?,
+                max_mod_revision: fields.integer("max_mod_revision")?,
+                min_create_revision: fields.integer("min_create_revision")?,
+                max_create_revision: fields.integer("max_create_revision")?,
+            };
+            let response = KvService(state)
+                .range(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            let kvs: Vec<Value> = response.kvs.iter().map(key_value).collect();
+            if !kvs.is_empty() {
+                out.insert("kvs".into(), Value::Array(kvs));
+            }
+            put_bool(&mut out, "more", response.more);
+            put_integer(&mut out, "count", response.count);
+            out
+        }
+        ("kv", "put") => {
+            let request = PutRequest {
+                key: fields.bytes("key")?,
+                value: fields.bytes("value")?,
+                lease: fields.integer("lease")?,
+                prev_kv: fields.boolean("prev_kv")?,
+                ignore_value: fields.boolean("ignore_value")?,
+                ignore_lease: fields.boolean("ignore_lease")?,
+            };
+            let response = KvService(state)
+                .put(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            if let Some(previous) = &response.prev_kv {
+                out.insert("prev_kv".into(), key_value(previous));
+            }
+            out
+        }
+        ("kv", "deleterange") => {
+            let request = DeleteRangeRequest {
+                key: fields.bytes("key")?,
+                range_end: fields.bytes("range_end")?,
+                prev_kv: fields.boolean("prev_kv")?,
+            };
+            let response = KvService(state)
+                .delete_range(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            put_integer(&mut out, "deleted", response.deleted);
+            let previous: Vec<Value> = response.prev_kvs.iter().map(key_value).collect();
+            if !previous.is_empty() {
+                out.insert("prev_kvs".into(), Value::Array(previous));
+            }
+            out
+        }
+        ("kv", "compaction") => {
+            let request = CompactionRequest {
+                revision: fields.integer("revision")?,
+                physical: fields.boolean("physical")?,
+            };
+            let response = KvService(state)
+                .compact(Request::new(request))
+                .await?
+                .into_inner();
+            with_header(&response.header)
+        }
+        ("maintenance", "status") => {
+            let response = MaintenanceService(state)
+                .status(Request::new(StatusRequest {}))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            if !response.version.is_empty() {
+                out.insert("version".into(), Value::String(response.version.clone()));
+            }
+            put_integer(&mut out, "dbSize", response.db_size);
+            put_unsigned(&mut out, "leader", response.leader);
+            put_unsigned(&mut out, "raftIndex", response.raft_index);
+            put_unsigned(&mut out, "raftTerm", response.raft_term);
+            put_unsigned(&mut out, "raftAppliedIndex", response.raft_applied_index);
+            if !response.errors.is_empty() {
+                out.insert("errors".into(), json!(response.errors));
+            }
+            put_integer(&mut out, "dbSizeInUse", response.db_size_in_use);
+            put_bool(&mut out, "isLearner", response.is_learner);
+            out
+        }
+        ("cluster", "member/list") => {
+            let response = ClusterService(state)
+                .member_list(Request::new(MemberListRequest {
+                    linearizable: fields.boolean("linearizable")?,
+                }))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            let members: Vec<Value> = response
+                .members
+                .iter()
+                .map(|member| {
+                    let mut fields = Map::new();
+                    put_unsigned(&mut fields, "ID", member.id);
+                    if !member.name.is_empty() {
+                        fields.insert("name".into(), Value::String(member.name.clone()));
+                    }
+                    if !member.peer_ur_ls.is_empty() {
+                        fields.insert("peerURLs".into(), json!(member.peer_ur_ls));
+                    }
+                    if !member.client_ur_ls.is_empty() {
+                        fields.insert("clientURLs".into(), json!(member.client_ur_ls));
+                    }
+                    put_bool(&mut fields, "isLearner", member.is_learner);
+                    Value::Object(fields)
+                })
+                .collect();
+            out.insert("members".into(), Value::Array(members));
+            out
+        }
+        _ => {
+            return Err(GatewayError(tonic::Status::unimplemented(format!(
+                "the gateway's /v3/{service}/{method} is not served by Flotilla yet"
+            ))))
+        }
+    };
+    Ok(json_response(&Value::Object(answer)).into_response())
+}
+
+fn json_response(body: &Value) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+/// A service path with no method (`/v3/watch`, Watch's streaming form): not served yet.
+async fn not_yet(Path(service): Path<String>) -> GatewayError {
+    GatewayError(tonic::Status::unimplemented(format!(
+        "the gateway's /v3/{service} is not served by Flotilla yet"
+    )))
+}
+
+fn invalid(message: &str) -> GatewayError {
+    GatewayError(tonic::Status::invalid_argument(message.to_string()))
+}
+
+/// A request's fields, read as the gateway's JSON mapping writes them.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn bytes(&self, name: &str) -> Result<Vec<u8>, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(text)) => base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
+                .map_err(|_| invalid(&format!("{name}: {text:?} is not base64"))),
+            Some(other) => Err(invalid(&format!("{name}: {other} is not a base64 string"))),
+        }
+    }
+
+    fn integer(&self, name: &str) -> Result<i64, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::Number(number)) => number
+                .as_i64()
+                .ok_or_else(|| invalid(&format!("{name}: {number} is not an integer"))),
+            Some(Value::String(text)) => text
+                .parse()
+                .map_err(|_| invalid(&format!("{name}: {text:?} is not an integer"))),
+            Some(other) => Err(invalid(&format!("{name}: {other} is not an integer"))),
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(value)) => Ok(*value),
+            Some(other) => Err(invalid(&format!("{name}: {other} is not true or false"))),
+        }
+    }
+
+    fn enumeration(&self, name: &str, names: &[&str]) -> Result<i32, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::String(text)) => names
+                .iter()
+                .position(|candidate| candidate == text)
+                .map(|position| position as i32)
+                .ok_or_else(|| invalid(&format!("{name}: {text:?} is not one of {names:?}"))),
+            Some(Value::Number(number)) => number
+                .as_i64()
+                .and_then(|value| i32::try_from(value).ok())
+                .ok_or_else(|| invalid(&format!("{name}: {number} is not a valid value"))),
+            Some(other) => Err(invalid(&format!("{name}: {other} is not a valid value"))),
+        }
+    }
+}
+
+fn with_header(header: &Option<ResponseHeader>) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(header) = header {
+        let mut fields = Map::new();
+        put_unsigned(&mut fields, "cluster_id", header.cluster_id);
+        put_unsigned(&mut fields, "member_id", header.member_id);
+        put_integer(&mut fields, "revision", header.revision);
+        put_unsigned(&mut fields, "raft_term", header.raft_term);
+        out.insert("header".into(), Value::Object(fields));
+    }
+    out
+}
+
+fn key_value(kv: &KeyValue) -> Value {
+    let mut fields = Map::new();
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    if !kv.key.is_empty() {
+        fields.insert("key".into(), Value::String(encode(&kv.key)));
+    }
+    put_integer(&mut fields, "create_revision", kv.create_revision);
+    put_integer(&mut fields, "mod_revision", kv.mod_revision);
+    put_integer(&mut fields, "version", kv.version);
+    if !kv.value.is_empty() {
+        fields.insert("value".into(), Value::String(encode(&kv.value)));
+    }
+    put_integer(&mut fields, "lease", kv.lease);
+    Value::Object(fields)
+}
+
+/// 64-bit integers go as strings, and zero not at all, as the gateway writes them.
+fn put_integer(fields: &mut Map<String, Value>, name: &str, value: i64) {
+    if value != 0 {
+        fields.insert(name.into(), Value::String(value.to_string()));
+    }
+}
+
+fn put_unsigned(fields: &mut Map<String, Value>, name: &str, value: u64) {
+    if value != 0 {
+        fields.insert(name.into(), Value::String(value.to_string()));
+    }
+}
+
+fn put_bool(fields: &mut Map<String, Value>, name: &str, value: bool) {
+    if value {
+        fields.insert(name.into(), Value::Bool(true));
+    }
+}
