@@ -368,6 +368,23 @@ fn the_json_gateway_answers_as_etcds_does() {
         error,
         r#"{"error":"etcdserver: mvcc: required revision is a future revision","message":"etcdserver: mvcc: required revision is a future revision","code":11}"#
     );
+    let txn = r#"{"compare":[{"result":"EQUAL","target":"VALUE","key":"Zm9v","value":"YmFy"}],"success":[{"request_put":{"key":"Zm9v","value":"YmF6"}},{"request_range":{"key":"Zm9v"}}]}"#;
+    let (code, swapped) = post(&endpoint, "/v3/kv/txn", txn);
+    assert_eq!(code, 200, "{swapped}");
+    let after_header = swapped.split_once(r#""raft_term":"#).expect("a header").1;
+    assert!(
+        after_header.contains(r#""succeeded":true,"responses":[{"response_put":{"header":{"revision":"3"}}},{"response_range":{"header":{"revision":"3"},"kvs":[{"key":"Zm9v","create_revision":"2","mod_revision":"3","version":"2","value":"YmF6"}],"count":"1"}}]}"#),
+        "{swapped}"
+    );
+    let (code, granted) = post(&endpoint, "/v3/lease/grant", r#"{"TTL": 30, "ID": 7}"#);
+    assert_eq!(code, 200, "{granted}");
+    assert!(granted.ends_with(r#","ID":"7","TTL":"30"}"#), "{granted}");
+    let (code, leases) = post(&endpoint, "/v3/lease/leases", "{}");
+    assert_eq!(code, 200, "{leases}");
+    assert!(leases.ends_with(r#","leases":[{"ID":"7"}]}"#), "{leases}");
+    let (code, remaining) = post(&endpoint, "/v3/kv/lease/timetolive", r#"{"ID": 7}"#);
+    assert_eq!(code, 200, "{remaining}");
+    assert!(remaining.contains(r#""grantedTTL":"30""#), "{remaining}");
     let (code, deleted) = post(
         &endpoint,
         "/v3/kv/deleterange",

@@ -8,9 +8,11 @@
 //! left out, enums by name (numbers accepted). Errors are `{"error":..,"code":..,"message":..}`
 //! with the HTTP status of the gRPC code, as grpc-gateway writes them.
 //!
-//! Served: `kv/range`, `kv/put`, `kv/deleterange`, `kv/compaction`, `maintenance/status`,
-//! `cluster/member/list`. Not yet: `kv/txn`, `watch`, `lease/*`, the rest of maintenance and
-//! cluster, and auth; they answer 501 naming the call.
+//! Served: `kv/range`, `kv/put`, `kv/deleterange`, `kv/txn`, `kv/compaction`, `lease/grant`,
+//! `lease/revoke`, `lease/timetolive`, `lease/leases` (and etcd 3.4's `kv/lease/...` paths for
+//! the last three), `maintenance/status`, `cluster/member/list`. Not yet: `watch` and
+//! `lease/keepalive` (streams), the rest of maintenance and cluster, and auth; they answer 501
+//! naming the call.
 
 use std::sync::Arc;
 
@@ -23,18 +25,32 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use tonic::Request;
 
+use crate::lease::LeaseService;
 use crate::proto::etcdserverpb::cluster_server::Cluster as _;
+use crate::proto::etcdserverpb::compare::TargetUnion;
 use crate::proto::etcdserverpb::kv_server::Kv as _;
+use crate::proto::etcdserverpb::lease_server::Lease as _;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance as _;
+use crate::proto::etcdserverpb::request_op::Request as OpRequest;
+use crate::proto::etcdserverpb::response_op::Response as OpResponse;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, MemberListRequest, PutRequest, RangeRequest,
-    ResponseHeader, StatusRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, StatusRequest, TxnRequest,
+    TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
 use crate::services::{ClusterService, KvService, MaintenanceService, ServiceState};
 
+/// What the gateway calls into: the services' state and the member's Lease service.
+struct Gateway {
+    services: Arc<ServiceState>,
+    leases: Arc<LeaseService>,
+}
+
 /// The gateway's routes: `/v3/...` (and `/v3beta/...`, etcd 3.4's older prefix).
-pub fn routes(state: Arc<ServiceState>) -> axum::Router {
+pub fn routes(services: Arc<ServiceState>, leases: Arc<LeaseService>) -> axum::Router {
+    let state = Arc::new(Gateway { services, leases });
     axum::Router::new()
         .route("/v3/{service}/{*method}", post(call))
         .route("/v3beta/{service}/{*method}", post(call))
@@ -83,10 +99,11 @@ fn http_status(code: tonic::Code) -> StatusCode {
 }
 
 async fn call(
-    State(state): State<Arc<ServiceState>>,
+    State(gateway): State<Arc<Gateway>>,
     Path((service, method)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
+    let state = Arc::clone(&gateway.services);
     let request: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -99,69 +116,104 @@ async fn call(
     let fields = Fields(&request);
     let answer = match (service.as_str(), method.as_str()) {
         ("kv", "range") => {
-            let request = RangeRequest {
-                key: fields.bytes("key")?,
-                range_end: fields.bytes("range_end")?,
-                limit: fields.integer("limit")?,
-                revision: fields.integer("revision")?,
-                sort_order: fields.enumeration("sort_order", &["NONE", "ASCEND", "DESCEND"])?,
-                sort_target: fields
-                    .enumeration("sort_target", &["KEY", "VERSION", "CREATE", "MOD", "VALUE"])?,
-                serializable: fields.boolean("serializable")?,
-                keys_only: fields.boolean("keys_only")?,
-                count_only: fields.boolean("count_only")?,
-                min_mod_revision: fields.integer("min_mod_revision")?,
-                max_mod_revision: fields.integer("max_mod_revision")?,
-                min_create_revision: fields.integer("min_create_revision")?,
-                max_create_revision: fields.integer("max_create_revision")?,
-            };
+            let request = range_request(&fields)?;
             let response = KvService(state)
                 .range(Request::new(request))
                 .await?
                 .into_inner();
-            let mut out = with_header(&response.header);
-            let kvs: Vec<Value> = response.kvs.iter().map(key_value).collect();
-            if !kvs.is_empty() {
-                out.insert("kvs".into(), Value::Array(kvs));
-            }
-            put_bool(&mut out, "more", response.more);
-            put_integer(&mut out, "count", response.count);
-            out
+            range_response(&response)
         }
         ("kv", "put") => {
-            let request = PutRequest {
-                key: fields.bytes("key")?,
-                value: fields.bytes("value")?,
-                lease: fields.integer("lease")?,
-                prev_kv: fields.boolean("prev_kv")?,
-                ignore_value: fields.boolean("ignore_value")?,
-                ignore_lease: fields.boolean("ignore_lease")?,
-            };
+            let request = put_request(&fields)?;
             let response = KvService(state)
                 .put(Request::new(request))
                 .await?
                 .into_inner();
-            let mut out = with_header(&response.header);
-            if let Some(previous) = &response.prev_kv {
-                out.insert("prev_kv".into(), key_value(previous));
-            }
-            out
+            put_response(&response)
         }
         ("kv", "deleterange") => {
-            let request = DeleteRangeRequest {
-                key: fields.bytes("key")?,
-                range_end: fields.bytes("range_end")?,
-                prev_kv: fields.boolean("prev_kv")?,
-            };
+            let request = delete_request(&fields)?;
             let response = KvService(state)
                 .delete_range(Request::new(request))
                 .await?
                 .into_inner();
+            delete_response(&response)
+        }
+        ("kv", "txn") => {
+            let request = txn_request(&fields)?;
+            let response = KvService(state)
+                .txn(Request::new(request))
+                .await?
+                .into_inner();
+            txn_response(&response)
+        }
+        ("lease", "grant") => {
+            let request = LeaseGrantRequest {
+                ttl: fields.integer("TTL")?,
+                id: fields.integer("ID")?,
+            };
+            let response = gateway
+                .leases
+                .lease_grant(Request::new(request))
+                .await?
+                .into_inner();
             let mut out = with_header(&response.header);
-            put_integer(&mut out, "deleted", response.deleted);
-            let previous: Vec<Value> = response.prev_kvs.iter().map(key_value).collect();
-            if !previous.is_empty() {
-                out.insert("prev_kvs".into(), Value::Array(previous));
+            put_integer(&mut out, "ID", response.id);
+            put_integer(&mut out, "TTL", response.ttl);
+            if !response.error.is_empty() {
+                out.insert("error".into(), Value::String(response.error.clone()));
+            }
+            out
+        }
+        ("lease", "revoke") | ("kv", "lease/revoke") => {
+            let request = LeaseRevokeRequest {
+                id: fields.integer("ID")?,
+            };
+            let response = gateway
+                .leases
+                .lease_revoke(Request::new(request))
+                .await?
+                .into_inner();
+            with_header(&response.header)
+        }
+        ("lease", "timetolive") | ("kv", "lease/timetolive") => {
+            let request = LeaseTimeToLiveRequest {
+                id: fields.integer("ID")?,
+                keys: fields.boolean("keys")?,
+            };
+            let response = gateway
+                .leases
+                .lease_time_to_live(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            put_integer(&mut out, "ID", response.id);
+            put_integer(&mut out, "TTL", response.ttl);
+            put_integer(&mut out, "grantedTTL", response.granted_ttl);
+            if !response.keys.is_empty() {
+                let keys: Vec<Value> = response.keys.iter().map(|key| base64_value(key)).collect();
+                out.insert("keys".into(), Value::Array(keys));
+            }
+            out
+        }
+        ("lease", "leases") | ("kv", "lease/leases") => {
+            let response = gateway
+                .leases
+                .lease_leases(Request::new(LeaseLeasesRequest {}))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            let leases: Vec<Value> = response
+                .leases
+                .iter()
+                .map(|lease| {
+                    let mut fields = Map::new();
+                    put_integer(&mut fields, "ID", lease.id);
+                    Value::Object(fields)
+                })
+                .collect();
+            if !leases.is_empty() {
+                out.insert("leases".into(), Value::Array(leases));
             }
             out
         }
@@ -250,6 +302,158 @@ async fn not_yet(Path(service): Path<String>) -> GatewayError {
     )))
 }
 
+fn range_request(fields: &Fields<'_>) -> Result<RangeRequest, GatewayError> {
+    Ok(RangeRequest {
+        key: fields.bytes("key")?,
+        range_end: fields.bytes("range_end")?,
+        limit: fields.integer("limit")?,
+        revision: fields.integer("revision")?,
+        sort_order: fields.enumeration("sort_order", &["NONE", "ASCEND", "DESCEND"])?,
+        sort_target: fields
+            .enumeration("sort_target", &["KEY", "VERSION", "CREATE", "MOD", "VALUE"])?,
+        serializable: fields.boolean("serializable")?,
+        keys_only: fields.boolean("keys_only")?,
+        count_only: fields.boolean("count_only")?,
+        min_mod_revision: fields.integer("min_mod_revision")?,
+        max_mod_revision: fields.integer("max_mod_revision")?,
+        min_create_revision: fields.integer("min_create_revision")?,
+        max_create_revision: fields.integer("max_create_revision")?,
+    })
+}
+
+fn put_request(fields: &Fields<'_>) -> Result<PutRequest, GatewayError> {
+    Ok(PutRequest {
+        key: fields.bytes("key")?,
+        value: fields.bytes("value")?,
+        lease: fields.integer("lease")?,
+        prev_kv: fields.boolean("prev_kv")?,
+        ignore_value: fields.boolean("ignore_value")?,
+        ignore_lease: fields.boolean("ignore_lease")?,
+    })
+}
+
+fn delete_request(fields: &Fields<'_>) -> Result<DeleteRangeRequest, GatewayError> {
+    Ok(DeleteRangeRequest {
+        key: fields.bytes("key")?,
+        range_end: fields.bytes("range_end")?,
+        prev_kv: fields.boolean("prev_kv")?,
+    })
+}
+
+fn txn_request(fields: &Fields<'_>) -> Result<TxnRequest, GatewayError> {
+    let compare = fields
+        .objects("compare")?
+        .iter()
+        .map(|compare| {
+            let compare = Fields(compare);
+            let target =
+                compare.enumeration("target", &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"])?;
+            let target_union = match target {
+                0 => TargetUnion::Version(compare.integer("version")?),
+                1 => TargetUnion::CreateRevision(compare.integer("create_revision")?),
+                2 => TargetUnion::ModRevision(compare.integer("mod_revision")?),
+                3 => TargetUnion::Value(compare.bytes("value")?),
+                _ => TargetUnion::Lease(compare.integer("lease")?),
+            };
+            Ok(Compare {
+                result: compare
+                    .enumeration("result", &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])?,
+                target,
+                key: compare.bytes("key")?,
+                target_union: Some(target_union),
+                range_end: compare.bytes("range_end")?,
+            })
+        })
+        .collect::<Result<Vec<_>, GatewayError>>()?;
+    let operations = |name: &str| -> Result<Vec<RequestOp>, GatewayError> {
+        fields
+            .objects(name)?
+            .iter()
+            .map(|operation| {
+                let operation = Fields(operation);
+                let request = if let Some(range) = operation.object("request_range")? {
+                    OpRequest::RequestRange(range_request(&Fields(range))?)
+                } else if let Some(put) = operation.object("request_put")? {
+                    OpRequest::RequestPut(put_request(&Fields(put))?)
+                } else if let Some(delete) = operation.object("request_delete_range")? {
+                    OpRequest::RequestDeleteRange(delete_request(&Fields(delete))?)
+                } else if let Some(txn) = operation.object("request_txn")? {
+                    OpRequest::RequestTxn(txn_request(&Fields(txn))?)
+                } else {
+                    return Err(invalid("a txn operation names no request"));
+                };
+                Ok(RequestOp {
+                    request: Some(request),
+                })
+            })
+            .collect()
+    };
+    Ok(TxnRequest {
+        compare,
+        success: operations("success")?,
+        failure: operations("failure")?,
+    })
+}
+
+fn range_response(response: &RangeResponse) -> Map<String, Value> {
+    let mut out = with_header(&response.header);
+    let kvs: Vec<Value> = response.kvs.iter().map(key_value).collect();
+    if !kvs.is_empty() {
+        out.insert("kvs".into(), Value::Array(kvs));
+    }
+    put_bool(&mut out, "more", response.more);
+    put_integer(&mut out, "count", response.count);
+    out
+}
+
+fn put_response(response: &PutResponse) -> Map<String, Value> {
+    let mut out = with_header(&response.header);
+    if let Some(previous) = &response.prev_kv {
+        out.insert("prev_kv".into(), key_value(previous));
+    }
+    out
+}
+
+fn delete_response(response: &DeleteRangeResponse) -> Map<String, Value> {
+    let mut out = with_header(&response.header);
+    put_integer(&mut out, "deleted", response.deleted);
+    let previous: Vec<Value> = response.prev_kvs.iter().map(key_value).collect();
+    if !previous.is_empty() {
+        out.insert("prev_kvs".into(), Value::Array(previous));
+    }
+    out
+}
+
+fn txn_response(response: &TxnResponse) -> Map<String, Value> {
+    let mut out = with_header(&response.header);
+    put_bool(&mut out, "succeeded", response.succeeded);
+    let responses: Vec<Value> = response
+        .responses
+        .iter()
+        .filter_map(|operation| {
+            let (name, fields) = match operation.response.as_ref()? {
+                OpResponse::ResponseRange(range) => ("response_range", range_response(range)),
+                OpResponse::ResponsePut(put) => ("response_put", put_response(put)),
+                OpResponse::ResponseDeleteRange(delete) => {
+                    ("response_delete_range", delete_response(delete))
+                }
+                OpResponse::ResponseTxn(txn) => ("response_txn", txn_response(txn)),
+            };
+            let mut wrapped = Map::new();
+            wrapped.insert(name.into(), Value::Object(fields));
+            Some(Value::Object(wrapped))
+        })
+        .collect();
+    if !responses.is_empty() {
+        out.insert("responses".into(), Value::Array(responses));
+    }
+    out
+}
+
+fn base64_value(bytes: &[u8]) -> Value {
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 fn invalid(message: &str) -> GatewayError {
     GatewayError(tonic::Status::invalid_argument(message.to_string()))
 }
@@ -266,6 +470,28 @@ impl Fields<'_> {
                 .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
                 .map_err(|_| invalid(&format!("{name}: {text:?} is not base64"))),
             Some(other) => Err(invalid(&format!("{name}: {other} is not a base64 string"))),
+        }
+    }
+
+    fn objects(&self, name: &str) -> Result<Vec<&Map<String, Value>>, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(fields) => Ok(fields),
+                    other => Err(invalid(&format!("{name}: {other} is not an object"))),
+                })
+                .collect(),
+            Some(other) => Err(invalid(&format!("{name}: {other} is not a list"))),
+        }
+    }
+
+    fn object(&self, name: &str) -> Result<Option<&Map<String, Value>>, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(fields)) => Ok(Some(fields)),
+            Some(other) => Err(invalid(&format!("{name}: {other} is not an object"))),
         }
     }
 
@@ -322,15 +548,14 @@ fn with_header(header: &Option<ResponseHeader>) -> Map<String, Value> {
 
 fn key_value(kv: &KeyValue) -> Value {
     let mut fields = Map::new();
-    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     if !kv.key.is_empty() {
-        fields.insert("key".into(), Value::String(encode(&kv.key)));
+        fields.insert("key".into(), base64_value(&kv.key));
     }
     put_integer(&mut fields, "create_revision", kv.create_revision);
     put_integer(&mut fields, "mod_revision", kv.mod_revision);
     put_integer(&mut fields, "version", kv.version);
     if !kv.value.is_empty() {
-        fields.insert("value".into(), Value::String(encode(&kv.value)));
+        fields.insert("value".into(), base64_value(&kv.value));
     }
     put_integer(&mut fields, "lease", kv.lease);
     Value::Object(fields)

@@ -383,7 +383,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
         let routes = grpc
             .into_axum_router()
             .merge(crate::http::routes(Arc::clone(&http_state)))
-            .merge(crate::gateway::routes(Arc::clone(&state)))
+            .merge(crate::gateway::routes(
+                Arc::clone(&state),
+                Arc::clone(&lease_service),
+            ))
             .fallback(crate::http::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&metrics),
