@@ -409,6 +409,33 @@ fn the_json_gateway_answers_as_etcds_does() {
         status.contains(&format!(r#""leader":"{member_id}""#)),
         "{status}"
     );
+    let (code, hashed) = post(&endpoint, "/v3/maintenance/hashkv", "{}");
+    assert_eq!(code, 200, "{hashed}");
+    assert!(hashed.contains(r#""hash":"#), "{hashed}");
+    let (code, alarms) = post(&endpoint, "/v3/maintenance/alarm", r#"{"action":"GET"}"#);
+    assert_eq!((code, alarms.contains("alarms")), (200, false), "{alarms}");
+    let (code, added) = post(
+        &endpoint,
+        "/v3/cluster/member/add",
+        r#"{"peerURLs":["http://127.0.0.1:39999"],"isLearner":true}"#,
+    );
+    assert_eq!(code, 200, "{added}");
+    let learner: u64 = added
+        .split_once(r#""member":{"ID":""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .and_then(|(id, _)| id.parse().ok())
+        .unwrap_or_else(|| panic!("the new member's id in {added}"));
+    assert!(
+        added.contains(r#""peerURLs":["http://127.0.0.1:39999"],"isLearner":true}"#),
+        "{added}"
+    );
+    let (code, removed) = post(
+        &endpoint,
+        "/v3/cluster/member/remove",
+        &format!(r#"{{"ID":"{learner}"}}"#),
+    );
+    assert_eq!(code, 200, "{removed}");
+    assert!(!removed.contains("39999"), "{removed}");
     let (code, refused) = post(&endpoint, "/v3/kv/put", "not json");
     assert_eq!(code, 400, "{refused}");
     assert!(refused.contains(r#""code":3"#), "{refused}");

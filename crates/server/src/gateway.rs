@@ -10,9 +10,9 @@
 //!
 //! Served: `kv/range`, `kv/put`, `kv/deleterange`, `kv/txn`, `kv/compaction`, `lease/grant`,
 //! `lease/revoke`, `lease/timetolive`, `lease/leases` (and etcd 3.4's `kv/lease/...` paths for
-//! the last three), `maintenance/status`, `cluster/member/list`. Not yet: `watch` and
-//! `lease/keepalive` (streams), the rest of maintenance and cluster, and auth; they answer 501
-//! naming the call.
+//! the last three), `maintenance/status|alarm|defragment|hash|hashkv|transfer-leadership`,
+//! `cluster/member/list|add|remove|update|promote`. Not yet: `watch`, `lease/keepalive` and
+//! `maintenance/snapshot` (streams), and auth; they answer 501 naming the call.
 
 use std::sync::Arc;
 
@@ -34,8 +34,10 @@ use crate::proto::etcdserverpb::maintenance_server::Maintenance as _;
 use crate::proto::etcdserverpb::request_op::Request as OpRequest;
 use crate::proto::etcdserverpb::response_op::Response as OpResponse;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest,
+    AlarmRequest, AlarmType, CompactionRequest, Compare, DefragmentRequest, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashRequest, LeaseGrantRequest, LeaseLeasesRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, Member, MemberAddRequest, MemberListRequest,
+    MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest, MoveLeaderRequest, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, StatusRequest, TxnRequest,
     TxnResponse,
 };
@@ -257,27 +259,133 @@ async fn call(
                 .await?
                 .into_inner();
             let mut out = with_header(&response.header);
-            let members: Vec<Value> = response
-                .members
+            let members: Vec<Value> = response.members.iter().map(member_value).collect();
+            out.insert("members".into(), Value::Array(members));
+            out
+        }
+        ("cluster", "member/add") => {
+            let request = MemberAddRequest {
+                peer_ur_ls: fields.strings("peerURLs")?,
+                is_learner: fields.boolean("isLearner")?,
+            };
+            let response = ClusterService(state)
+                .member_add(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            if let Some(member) = &response.member {
+                out.insert("member".into(), member_value(member));
+            }
+            out.insert("members".into(), members_value(&response.members));
+            out
+        }
+        ("cluster", "member/remove") => {
+            let request = MemberRemoveRequest {
+                id: fields.unsigned("ID")?,
+            };
+            let response = ClusterService(state)
+                .member_remove(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            out.insert("members".into(), members_value(&response.members));
+            out
+        }
+        ("cluster", "member/update") => {
+            let request = MemberUpdateRequest {
+                id: fields.unsigned("ID")?,
+                peer_ur_ls: fields.strings("peerURLs")?,
+            };
+            let response = ClusterService(state)
+                .member_update(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            out.insert("members".into(), members_value(&response.members));
+            out
+        }
+        ("cluster", "member/promote") => {
+            let request = MemberPromoteRequest {
+                id: fields.unsigned("ID")?,
+            };
+            let response = ClusterService(state)
+                .member_promote(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            out.insert("members".into(), members_value(&response.members));
+            out
+        }
+        ("maintenance", "alarm") => {
+            let request = AlarmRequest {
+                action: fields.enumeration("action", &["GET", "ACTIVATE", "DEACTIVATE"])?,
+                member_id: fields.unsigned("memberID")?,
+                alarm: fields.enumeration("alarm", &["NONE", "NOSPACE", "CORRUPT"])?,
+            };
+            let response = MaintenanceService(state)
+                .alarm(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            let alarms: Vec<Value> = response
+                .alarms
                 .iter()
-                .map(|member| {
+                .map(|alarm| {
                     let mut fields = Map::new();
-                    put_unsigned(&mut fields, "ID", member.id);
-                    if !member.name.is_empty() {
-                        fields.insert("name".into(), Value::String(member.name.clone()));
+                    put_unsigned(&mut fields, "memberID", alarm.member_id);
+                    let name =
+                        AlarmType::try_from(alarm.alarm).map_or("NONE", |kind| kind.as_str_name());
+                    if alarm.alarm != 0 {
+                        fields.insert("alarm".into(), Value::String(name.to_string()));
                     }
-                    if !member.peer_ur_ls.is_empty() {
-                        fields.insert("peerURLs".into(), json!(member.peer_ur_ls));
-                    }
-                    if !member.client_ur_ls.is_empty() {
-                        fields.insert("clientURLs".into(), json!(member.client_ur_ls));
-                    }
-                    put_bool(&mut fields, "isLearner", member.is_learner);
                     Value::Object(fields)
                 })
                 .collect();
-            out.insert("members".into(), Value::Array(members));
+            if !alarms.is_empty() {
+                out.insert("alarms".into(), Value::Array(alarms));
+            }
             out
+        }
+        ("maintenance", "defragment") => {
+            let response = MaintenanceService(state)
+                .defragment(Request::new(DefragmentRequest {}))
+                .await?
+                .into_inner();
+            with_header(&response.header)
+        }
+        ("maintenance", "hash") => {
+            let response = MaintenanceService(state)
+                .hash(Request::new(HashRequest {}))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            // 32-bit integers are JSON numbers.
+            out.insert("hash".into(), json!(response.hash));
+            out
+        }
+        ("maintenance", "hashkv") => {
+            let request = HashKvRequest {
+                revision: fields.integer("revision")?,
+            };
+            let response = MaintenanceService(state)
+                .hash_kv(Request::new(request))
+                .await?
+                .into_inner();
+            let mut out = with_header(&response.header);
+            out.insert("hash".into(), json!(response.hash));
+            put_integer(&mut out, "compact_revision", response.compact_revision);
+            put_integer(&mut out, "hash_revision", response.hash_revision);
+            out
+        }
+        ("maintenance", "transfer-leadership") => {
+            let request = MoveLeaderRequest {
+                target_id: fields.unsigned("targetID")?,
+            };
+            let response = MaintenanceService(state)
+                .move_leader(Request::new(request))
+                .await?
+                .into_inner();
+            with_header(&response.header)
         }
         _ => {
             return Err(GatewayError(tonic::Status::unimplemented(format!(
@@ -450,6 +558,26 @@ fn txn_response(response: &TxnResponse) -> Map<String, Value> {
     out
 }
 
+fn member_value(member: &Member) -> Value {
+    let mut fields = Map::new();
+    put_unsigned(&mut fields, "ID", member.id);
+    if !member.name.is_empty() {
+        fields.insert("name".into(), Value::String(member.name.clone()));
+    }
+    if !member.peer_ur_ls.is_empty() {
+        fields.insert("peerURLs".into(), json!(member.peer_ur_ls));
+    }
+    if !member.client_ur_ls.is_empty() {
+        fields.insert("clientURLs".into(), json!(member.client_ur_ls));
+    }
+    put_bool(&mut fields, "isLearner", member.is_learner);
+    Value::Object(fields)
+}
+
+fn members_value(members: &[Member]) -> Value {
+    Value::Array(members.iter().map(member_value).collect())
+}
+
 fn base64_value(bytes: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
@@ -505,6 +633,37 @@ impl Fields<'_> {
                 .parse()
                 .map_err(|_| invalid(&format!("{name}: {text:?} is not an integer"))),
             Some(other) => Err(invalid(&format!("{name}: {other} is not an integer"))),
+        }
+    }
+
+    fn unsigned(&self, name: &str) -> Result<u64, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::Number(number)) => number
+                .as_u64()
+                .ok_or_else(|| invalid(&format!("{name}: {number} is not an unsigned integer"))),
+            Some(Value::String(text)) => text
+                .parse()
+                .map_err(|_| invalid(&format!("{name}: {text:?} is not an unsigned integer"))),
+            Some(other) => Err(invalid(&format!(
+                "{name}: {other} is not an unsigned integer"
+            ))),
+        }
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<String>, GatewayError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) => Ok(text.clone()),
+                    other => Err(invalid(&format!("{name}: {other} is not a string"))),
+                })
+                .collect(),
+            Some(other) => Err(invalid(&format!(
+                "{name}: {other} is not a list of strings"
+            ))),
         }
     }
 
