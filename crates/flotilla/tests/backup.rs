@@ -2,7 +2,7 @@
 //! from a running three-member cluster, `endpoint hashkv` equal on every member and equal to
 //! what `flotilla snapshot status` reports of the file, a damaged copy refused, and a new
 //! three-member cluster rebuilt with `flotilla snapshot restore` that holds every key.
-//! Base port 24250.
+//! Ports 24250, 24350, 24750 and 24850 (operations.rs has 24450 to 24950).
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! Monitoring and probes, with real processes: `/metrics` on every member parsed as
 //! Prometheus parses it, with etcd's series; `/health`, `/livez` and `/readyz` on the client
 //! port; and the probes flipping as a member loses its quorum and gets it back.
-//! Base port 24450.
+//! Ports 24450, 24550, 24650 and 24950 (backup.rs has 24250 to 24850).
 
 mod support;
 
@@ -329,7 +329,7 @@ fn post(endpoint: &str, path: &str, body: &str) -> (u16, String) {
 /// 64-bit numbers as strings, fields in etcd's order, errors as grpc-gateway writes them.
 #[test]
 fn the_json_gateway_answers_as_etcds_does() {
-    let cluster = Cluster::start(1, BASE_PORT + 300, &[]);
+    let cluster = Cluster::start(1, BASE_PORT + 500, &[]);
     let endpoint = cluster.nodes[0].endpoint();
     let member_id = cluster.member_id(0);
     let (code, put) = post(
