@@ -436,6 +436,21 @@ fn the_json_gateway_answers_as_etcds_does() {
     );
     assert_eq!(code, 200, "{removed}");
     assert!(!removed.contains("39999"), "{removed}");
+    // etcd's gRPC codes for the store's refusals, and grpc-gateway's HTTP statuses for them.
+    let refusals = [
+        ("/v3/kv/compaction", r#"{"revision": "99"}"#, 400, 11),
+        ("/v3/kv/lease/revoke", r#"{"ID": 12345}"#, 404, 5),
+        ("/v3/lease/grant", r#"{"TTL": 30, "ID": 7}"#, 412, 9),
+        ("/v3/kv/put", r#"{"key": "Zm9v", "lease": "999"}"#, 404, 5),
+    ];
+    for (path, body, status, code) in refusals {
+        let (answered, refused) = post(&endpoint, path, body);
+        assert_eq!(answered, status, "{path}: {refused}");
+        assert!(
+            refused.ends_with(&format!(r#","code":{code}}}"#)),
+            "{path}: {refused}"
+        );
+    }
     let (code, refused) = post(&endpoint, "/v3/kv/put", "not json");
     assert_eq!(code, 400, "{refused}");
     assert!(refused.contains(r#""code":3"#), "{refused}");

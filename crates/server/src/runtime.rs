@@ -57,9 +57,10 @@ pub enum ServerError {
     /// The node is stopping or has stopped (for example after a disk error).
     #[error("etcdserver: server stopped")]
     Stopped,
-    /// The state machine refused the request (its message is etcd's).
-    #[error("{0}")]
-    StateMachine(String),
+    /// The state machine refused the request, with the gRPC code and message etcd answers
+    /// it with.
+    #[error("{1}")]
+    StateMachine(tonic::Code, String),
 }
 
 impl From<ShellError> for ServerError {

@@ -141,7 +141,7 @@ impl StateMachine for KvStateMachine {
 }
 
 fn state_machine_error(error: MvccError) -> ServerError {
-    ServerError::StateMachine(error.to_string())
+    ServerError::StateMachine(error.grpc_code(), error.to_string())
 }
 
 /// A running node.

@@ -228,7 +228,7 @@ pub fn to_status(error: ServerError) -> Status {
         ServerError::TooManyRequests => Code::ResourceExhausted,
         ServerError::ConfigChangeInProgress => Code::Unavailable,
         ServerError::InvalidConfigChange(_) => Code::FailedPrecondition,
-        ServerError::StateMachine(_) => Code::InvalidArgument,
+        ServerError::StateMachine(code, _) => *code,
     };
     Status::new(code, error.to_string())
 }
@@ -378,7 +378,7 @@ impl ServiceState {
         self.metrics.proposals_pending.inc();
         let proposed = self.node.propose(request).await;
         self.metrics.proposals_pending.dec();
-        if matches!(&proposed, Err(error) if !matches!(error, ServerError::NotLeader { .. } | ServerError::StateMachine(_)))
+        if matches!(&proposed, Err(error) if !matches!(error, ServerError::NotLeader { .. } | ServerError::StateMachine(..)))
         {
             self.metrics.proposals_failed.inc();
         }
