@@ -375,6 +375,16 @@ impl ServiceState {
         T: WriteResponse,
         F: std::future::Future<Output = Result<Response<T>, Status>>,
     {
+        // Rationale: a put, delete or txn answered by the leader is applied here once this
+        // member reaches the revision in the answer; a compaction, a lease grant or an alarm
+        // moves no revision, so for those a ReadIndex round shows when this member has applied
+        // everything the leader had committed when it answered.
+        let moves_revision = matches!(
+            request,
+            internal_request::Request::Put(_)
+                | internal_request::Request::DeleteRange(_)
+                | internal_request::Request::Txn(_)
+        );
         self.metrics.proposals_pending.inc();
         let proposed = self.node.propose(request).await;
         self.metrics.proposals_pending.dec();
@@ -393,11 +403,15 @@ impl ServiceState {
                     .await
                     .map_err(forwarding_error)?
                     .into_inner();
-                let revision = response
-                    .header_mut()
-                    .as_ref()
-                    .map_or(0, |header| header.revision);
-                self.wait_for_revision(revision).await?;
+                if moves_revision {
+                    let revision = response
+                        .header_mut()
+                        .as_ref()
+                        .map_or(0, |header| header.revision);
+                    self.wait_for_revision(revision).await?;
+                } else {
+                    self.node.read_index().await.map_err(to_status)?;
+                }
                 response
             }
             Err(error) => return Err(to_status(error)),
