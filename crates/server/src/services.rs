@@ -533,7 +533,10 @@ impl ClusterService {
                 name: member.name,
                 peer_ur_ls: member.peer_urls,
                 client_ur_ls: member.client_urls,
-                is_learner: status.config.learners.contains(&member.id),
+                // The configuration says, once the node's status has caught up with it; a
+                // member added as a learner just now is a learner until it is a voter.
+                is_learner: status.config.learners.contains(&member.id)
+                    || (member.is_learner && !status.config.voters.contains(&member.id)),
             })
             .collect();
         members.sort_by_key(|member| member.id);
