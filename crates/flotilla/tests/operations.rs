@@ -61,6 +61,18 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         })
 }
 
+/// How many peers `etcd_network_active_peers` counts as connected.
+fn active_peers(scrape: &prometheus_parse::Scrape) -> usize {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == "etcd_network_active_peers")
+        .filter(
+            |sample| matches!(sample.value, prometheus_parse::Value::Gauge(value) if value == 1.0),
+        )
+        .count()
+}
+
 fn scrape(endpoint: &str) -> prometheus_parse::Scrape {
     let (code, body) = get(endpoint, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
@@ -91,6 +103,27 @@ fn metrics_and_probes_tell_what_an_operator_needs() {
             Some(2147483648.0)
         );
         assert!(sample(&scrape, "process_resident_memory_bytes", &[]) > Some(0.0));
+        let sent: f64 = scrape
+            .samples
+            .iter()
+            .filter(|sample| sample.metric == "flotilla_network_peer_messages_sent_total")
+            .map(|sample| match sample.value {
+                prometheus_parse::Value::Counter(value) => value,
+                _ => 0.0,
+            })
+            .sum();
+        assert!(sent > 0.0, "messages went to the peers");
+    }
+    // Every member is connected to both others (a connection may still be coming up).
+    for endpoint in &endpoints {
+        wait_for("two active peers", LIVENESS_TIMEOUT, || {
+            let active = active_peers(&scrape(endpoint));
+            if active == 2 {
+                Ok(())
+            } else {
+                Err(format!("{active} active peers at {endpoint}"))
+            }
+        });
     }
     assert_eq!(leaders, 1.0, "exactly one member leads");
     // The puts went to the first endpoint that answered: it counted them.
@@ -140,6 +173,7 @@ fn metrics_and_probes_tell_what_an_operator_needs() {
     assert!(body.contains("[-]linearizable_read failed"), "{body}");
     assert!(body.ends_with("readyz check failed\n"), "{body}");
     assert_eq!(get(&survivor, "/livez").unwrap(), (200, "ok\n".to_string()));
+    assert_eq!(active_peers(&scrape(&survivor)), 0, "both peers are gone");
     let (code, body) = get(&survivor, "/health").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(r#""health":"false""#), "{body}");

@@ -37,6 +37,8 @@ pub struct HttpState {
     pub services: Arc<ServiceState>,
     /// The member's metrics.
     pub metrics: Arc<Metrics>,
+    /// The peer transport, for its counters.
+    pub transport: Arc<crate::transport::Transport>,
 }
 
 /// The routes: `/metrics`, `/health`, `/livez`, `/readyz`.
@@ -130,7 +132,9 @@ pub async fn record_grpc(
 async fn render_metrics(State(state): State<Arc<HttpState>>) -> Response {
     let status = state.services.node.status();
     let reader = &state.services.reader;
+    let peers = state.transport.counters().peers;
     let text = state.metrics.render(metrics::Snapshot {
+        peers: &peers,
         status: &status,
         database_size_bytes: reader.size_bytes(),
         revisions: (reader.current_revision(), reader.compacted_revision()),

@@ -41,6 +41,11 @@ pub struct Metrics {
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
     grpc_handling_seconds: HistogramVec,
+    member_id: u64,
+    peer_sent_failures: IntCounterVec,
+    peer_messages_sent: IntCounterVec,
+    peer_messages_received: IntCounterVec,
+    active_peers: IntGaugeVec,
 }
 
 /// What a scrape reads besides the counters: the node's status and the store's sizes.
@@ -51,6 +56,8 @@ pub struct Snapshot<'a> {
     pub database_size_bytes: u64,
     /// The current and compacted revisions.
     pub revisions: (i64, i64),
+    /// The peer transport's counters, by peer.
+    pub peers: &'a std::collections::BTreeMap<u64, crate::transport::PeerCounters>,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -181,6 +188,48 @@ impl Metrics {
                 )
                 .expect("a valid metric"),
             ),
+            member_id,
+            peer_sent_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "etcd_network_peer_sent_failures_total",
+                        "The total number of send failures from peers.",
+                    ),
+                    &["To"],
+                )
+                .expect("a valid metric"),
+            ),
+            peer_messages_sent: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "flotilla_network_peer_messages_sent_total",
+                        "Raft messages written to each peer's connection.",
+                    ),
+                    &["To"],
+                )
+                .expect("a valid metric"),
+            ),
+            peer_messages_received: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "flotilla_network_peer_messages_received_total",
+                        "Raft messages received from each peer.",
+                    ),
+                    &["From"],
+                )
+                .expect("a valid metric"),
+            ),
+            active_peers: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("etcd_network_active_peers", "The current number of active peer connections."),
+                    &["Local", "Remote"],
+                )
+                .expect("a valid metric"),
+            ),
             registry,
         };
         metrics
@@ -215,6 +264,28 @@ impl Metrics {
         self.database_size_in_use_bytes.set(size);
         self.current_revision.set(now.revisions.0);
         self.compacted_revision.set(now.revisions.1);
+        // The transport counts; the counters here follow them (they only grow).
+        let follow = |counter: &IntCounterVec, label: &str, value: u64| {
+            let counter = counter.with_label_values(&[label]);
+            counter.inc_by(value.saturating_sub(counter.get()));
+        };
+        let local = format!("{:x}", self.member_id);
+        self.active_peers.reset();
+        for (&peer, counters) in now.peers {
+            let peer = format!("{peer:x}");
+            follow(&self.peer_sent_failures, &peer, counters.messages_dropped);
+            follow(&self.peer_messages_sent, &peer, counters.messages_sent);
+            follow(
+                &self.peer_messages_received,
+                &peer,
+                counters.messages_received,
+            );
+            if counters.connected {
+                self.active_peers
+                    .with_label_values(&[local.as_str(), peer.as_str()])
+                    .set(1);
+            }
+        }
         let mut text = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)

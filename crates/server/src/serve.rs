@@ -323,6 +323,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, String> {
     let http_state = Arc::new(crate::http::HttpState {
         services: Arc::clone(&state),
         metrics: Arc::clone(&metrics),
+        transport: Arc::clone(&network),
     });
     servers.push(tokio::spawn(count_leader_changes(
         handle.clone(),
