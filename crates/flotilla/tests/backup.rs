@@ -41,6 +41,33 @@ fn hashes(binary: &std::path::PathBuf, cluster: &Cluster, revision: u64) -> Vec<
         .collect()
 }
 
+/// Restores every node of `cluster` (configured, not started) from `backup` with the
+/// cluster's flags, as an operator rebuilds a cluster, and starts each.
+fn restore_and_start(backup: &str, mut cluster: Cluster) -> Cluster {
+    let initial_cluster = cluster.initial_cluster();
+    let token = cluster.token.clone();
+    for node in &mut cluster.nodes {
+        flotilla(&[
+            "snapshot",
+            "restore",
+            backup,
+            "--name",
+            &node.name,
+            "--data-dir",
+            node.data_dir.to_str().expect("a UTF-8 path"),
+            "--initial-cluster",
+            &initial_cluster,
+            "--initial-cluster-token",
+            &token,
+            "--initial-advertise-peer-urls",
+            &node.peer_url(),
+        ])
+        .expect_ok("snapshot restore");
+        node.start();
+    }
+    cluster
+}
+
 #[test]
 fn a_backup_saved_with_etcdctl_rebuilds_a_cluster_with_every_key() {
     let etcdctl_binary = find_etcdctl();
@@ -126,28 +153,7 @@ fn a_backup_saved_with_etcdctl_rebuilds_a_cluster_with_every_key() {
     assert!(!nowhere.exists());
 
     // A new cluster, with its own ports and token, from the backup.
-    let mut restored = Cluster::configure(3, BASE_PORT + 100, &[]);
-    let initial_cluster = restored.initial_cluster();
-    let token = restored.token.clone();
-    for node in &mut restored.nodes {
-        let run = flotilla(&[
-            "snapshot",
-            "restore",
-            file_text,
-            "--name",
-            &node.name,
-            "--data-dir",
-            node.data_dir.to_str().expect("a UTF-8 path"),
-            "--initial-cluster",
-            &initial_cluster,
-            "--initial-cluster-token",
-            &token,
-            "--initial-advertise-peer-urls",
-            &node.peer_url(),
-        ]);
-        run.expect_ok("snapshot restore");
-        node.start();
-    }
+    let restored = restore_and_start(file_text, Cluster::configure(3, BASE_PORT + 100, &[]));
     restored.wait_for_leader(&[0, 1, 2]);
     for node in &restored.nodes {
         let read = wait_for(
@@ -231,28 +237,7 @@ fn the_corruption_checks_find_nothing_on_members_that_agree() {
         "1s",
         "--experimental-initial-corrupt-check",
     ];
-    let mut cluster = Cluster::configure(3, BASE_PORT + 600, &checks);
-    let initial_cluster = cluster.initial_cluster();
-    let token = cluster.token.clone();
-    for node in &mut cluster.nodes {
-        flotilla(&[
-            "snapshot",
-            "restore",
-            file_text,
-            "--name",
-            &node.name,
-            "--data-dir",
-            node.data_dir.to_str().expect("a UTF-8 path"),
-            "--initial-cluster",
-            &initial_cluster,
-            "--initial-cluster-token",
-            &token,
-            "--initial-advertise-peer-urls",
-            &node.peer_url(),
-        ])
-        .expect_ok("snapshot restore");
-        node.start();
-    }
+    let cluster = restore_and_start(file_text, Cluster::configure(3, BASE_PORT + 600, &checks));
     cluster.wait_for_leader(&[0, 1, 2]);
     let endpoints = cluster.endpoints(&[0, 1, 2]);
     for number in 0..20 {
@@ -285,23 +270,8 @@ fn the_corruption_checks_find_nothing_on_members_that_agree() {
     let alarms = etcdctl(&etcdctl_binary, &endpoints, &["alarm", "list"], "");
     assert_eq!(alarms.expect_ok("alarm list"), "");
     for endpoint in &endpoints {
-        let body = http_get(endpoint, "/readyz?verbose").expect("GET /readyz");
+        let (_, body) =
+            support::http_request(endpoint, "GET", "/readyz?verbose", "").expect("GET /readyz");
         assert!(body.contains("[+]data_corruption ok"), "{body}");
     }
-}
-
-/// A plain HTTP/1.1 GET's whole response.
-fn http_get(endpoint: &str, path: &str) -> Result<String, String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(endpoint).map_err(|error| error.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| error.to_string())?;
-    Ok(response)
 }

@@ -5,38 +5,13 @@
 
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use support::{client, wait_for, Cluster, LIVENESS_TIMEOUT};
 
 const BASE_PORT: u16 = 24450;
 
 /// A plain HTTP/1.1 GET: the status code and the body.
 fn get(endpoint: &str, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(endpoint).map_err(|error| error.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|error| error.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| error.to_string())?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end in {response:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((code, body.to_string()))
+    support::http_request(endpoint, "GET", path, "")
 }
 
 /// The value of the sample `name` (with all of `labels`), from a parsed scrape.
@@ -338,25 +313,7 @@ fn json_revision(run: &support::Run) -> u64 {
 
 /// A plain HTTP/1.1 POST of `body`: the status code and the body.
 fn post(endpoint: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(endpoint).expect("the member accepts a connection");
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("the request is sent");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("the response is read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a header end");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status");
-    (code, body.to_string())
+    support::http_request(endpoint, "POST", path, body).expect("the member answers")
 }
 
 /// etcd's JSON gateway, as etcd's documentation uses it with curl: base64 keys and values,

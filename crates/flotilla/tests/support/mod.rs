@@ -152,6 +152,39 @@ pub fn etcdctl(binary: &PathBuf, endpoints: &[String], arguments: &[&str], input
     run_with_timeout(command, input, COMMAND_TIMEOUT)
 }
 
+/// One plain HTTP/1.1 request to `endpoint` (`host:port`): the status code and the body.
+pub fn http_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut stream = std::net::TcpStream::connect(endpoint).map_err(|error| error.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
 /// Polls `probe` until it returns Ok, or panics after `timeout` with `what` and the last
 /// thing the probe saw (its Err), which is what tells why it never got there.
 #[track_caller]
