@@ -55,12 +55,7 @@ pub fn routes(state: Arc<HttpState>) -> axum::Router {
 /// answered Unimplemented with a message naming it (see [`crate::services::not_served`]),
 /// anything else 404.
 pub async fn not_found(uri: Uri, request: Request) -> Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    if !is_grpc {
+    if !is_grpc(&request) {
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     }
     let path = uri.path().trim_start_matches('/');
@@ -87,6 +82,15 @@ pub async fn not_found(uri: Uri, request: Request) -> Response {
         .into_response()
 }
 
+/// Whether `request` is a gRPC call (its content type says so).
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
 /// gRPC's encoding of `grpc-message`: printable ASCII but `%` as is, every other byte as `%XX`.
 fn percent_encode_grpc_message(message: &str) -> String {
     let mut encoded = String::with_capacity(message.len());
@@ -106,12 +110,7 @@ pub async fn record_grpc(
     request: Request,
     next: Next,
 ) -> Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    let call = is_grpc
+    let call = is_grpc(&request)
         .then(|| metrics.grpc_started(request.uri().path()))
         .flatten();
     let response = next.run(request).await;

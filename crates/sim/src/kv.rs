@@ -62,11 +62,15 @@ fn parse_value(bytes: &[u8]) -> u64 {
 
 /// A put of `value` at `key`.
 pub fn put_request(key: u64, value: u64) -> internal_request::Request {
-    internal_request::Request::Put(PutRequest {
+    internal_request::Request::Put(put(key, value))
+}
+
+fn put(key: u64, value: u64) -> PutRequest {
+    PutRequest {
         key: key_bytes(key),
         value: value_bytes(value),
         ..PutRequest::default()
-    })
+    }
 }
 
 /// The compare-and-swap of `key` from `expected` (`None`: absent) to `new`, as a txn.
@@ -75,34 +79,27 @@ pub fn compare_and_swap_request(
     expected: Option<u64>,
     new: u64,
 ) -> internal_request::Request {
-    let compare = match expected {
-        Some(value) => Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Value as i32,
-            key: key_bytes(key),
-            target_union: Some(compare::TargetUnion::Value(value_bytes(value))),
-            ..Compare::default()
-        },
-        None => Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Create as i32,
-            key: key_bytes(key),
-            target_union: Some(compare::TargetUnion::CreateRevision(0)),
-            ..Compare::default()
-        },
+    let (target, target_union) = match expected {
+        Some(value) => (
+            compare::CompareTarget::Value,
+            compare::TargetUnion::Value(value_bytes(value)),
+        ),
+        None => (
+            compare::CompareTarget::Create,
+            compare::TargetUnion::CreateRevision(0),
+        ),
     };
-    let PutRequest { key, value, .. } = match put_request(key, new) {
-        internal_request::Request::Put(put) => put,
-        _ => unreachable!("put_request builds a put"),
+    let compare = Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key: key_bytes(key),
+        target_union: Some(target_union),
+        ..Compare::default()
     };
     internal_request::Request::Txn(TxnRequest {
         compare: vec![compare],
         success: vec![RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest {
-                key,
-                value,
-                ..PutRequest::default()
-            })),
+            request: Some(request_op::Request::RequestPut(put(key, new))),
         }],
         failure: Vec::new(),
     })

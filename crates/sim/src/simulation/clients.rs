@@ -98,16 +98,16 @@ impl Simulation {
             .map(|(node, _)| node);
         // While the old leader is cut off, writes go to the majority (where a new leader is
         // elected) and half the reads to the old leader.
-        let majority: Vec<NodeId> = running
-            .iter()
-            .copied()
-            .filter(|&id| Some(id) != cut_off_leader)
-            .collect();
         let target = match hinted {
             _ if is_read && cut_off_leader.is_some() && self.world.rng.chance(500) => {
                 cut_off_leader
             }
-            Some(id) if !is_read && Some(id) == cut_off_leader && !majority.is_empty() => {
+            Some(id) if !is_read && Some(id) == cut_off_leader && running.len() > 1 => {
+                let majority: Vec<NodeId> = running
+                    .iter()
+                    .copied()
+                    .filter(|&other| other != id)
+                    .collect();
                 Some(self.world.rng.pick(&majority))
             }
             Some(id) if !(is_read && self.world.driver_bug(DriverBug::StaleLocalRead)) => Some(id),
